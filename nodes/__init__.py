@@ -1,0 +1,1 @@
+"""One module per scenewatch process; each is a thin loop over `pipeline`."""
