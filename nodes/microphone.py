@@ -11,6 +11,12 @@ from the stream clock onto the host clock with
 :class:`~pipeline.clock.DeviceClockMapper`. Devices that report no usable ADC
 time (zero, or far from the stream's current time) fall back to counting
 samples from the first callback, with :class:`~pipeline.clock.SampleClock`.
+Block times jitter, so a chunk's time is the sample count since the stream
+opened plus the median offset of the last 50 blocks (about one second).
+
+NOTE: PulseAudio's ALSA plugin reports ADC times from a latency estimate that
+shrinks from about 300 ms to 20 ms over the first two seconds of a stream;
+capture times of that stretch are off by up to that amount.
 
 An input overflow (samples lost in the device or driver) is counted, logged
 at a limited rate, and flagged in the next chunk's header as ``gap_before``.
@@ -66,6 +72,15 @@ class Params(BaseModel):
     latency: Literal["low", "high"] | float = "low"
     clock: Literal["auto", "adc", "samples"] = "auto"
     """Capture clock: ADC times when usable (auto), ADC only, or counting samples."""
+    stall_timeout_s: float = Field(default=2.0, gt=0)
+    """A stream that delivers no samples for this long is closed and opened again."""
+    open_timeout_s: float = Field(default=10.0, gt=0)
+    """Time a newly opened stream may take to deliver its first samples (a sound server may start slowly)."""
+    reopen_backoff_s: float = Field(default=0.5, gt=0)
+    queue_blocks: int = Field(default=2000, gt=0)
+    """Callback blocks buffered for the chunk assembler; beyond this, samples are lost and counted as an overflow."""
+    debug_stall_s: float = Field(default=0.0, ge=0)
+    """Testing aid: pause the chunk assembler once, this many seconds, after the first chunk, to provoke an overflow."""
 
 
 class DeviceNotFoundError(LookupError):
@@ -138,12 +153,14 @@ class MicrophoneNode:
         self.node = node
         self.params: Params = node.params
         self.publisher = publisher
-        self.blocks: queue.Queue[_Block] = queue.Queue(maxsize=2000)
+        self.blocks: queue.Queue[_Block] = queue.Queue(maxsize=self.params.queue_blocks)
         self.overflows = 0
         self.queue_overflows = 0
+        self._queue_lost = False
         self.chunks = 0
         self._overflow_log = RateLimitedLog(log)
         self._mapper = DeviceClockMapper()
+
         self._sample_clock: SampleClock | None = None
         self._use_adc: bool | None = None if self.params.clock == "auto" else self.params.clock == "adc"
 
@@ -153,32 +170,56 @@ class MicrophoneNode:
             adc_time_s=float(time_info.inputBufferAdcTime),
             current_time_s=float(time_info.currentTime),
             host_ns=monotonic_ns(),
-            overflow=bool(status.input_overflow),
+            # Blocks dropped below for a full queue count as an overflow
+            # before the next block that gets through.
+            overflow=bool(status.input_overflow) or self._queue_lost,
         )
         try:
             self.blocks.put_nowait(block)
+            self._queue_lost = False
         except queue.Full:
             self.queue_overflows += 1
+            self._queue_lost = True
 
     def run(self) -> None:
+        """Open the device and publish chunks; reopen a stream that stalls, until stopped.
+
+        Raises:
+            DeviceNotFoundError: The configured device does not exist.
+        """
+        info = resolve_device(self.params.device)
+        backoff = self.params.reopen_backoff_s
+        while not self.node.stopped:
+            if self._capture(info) == "stopped":
+                break
+            log.warning("microphone: reopening %r in %.1f s", info["name"], backoff)
+            if self.node.wait(backoff):
+                break
+            backoff = min(backoff * 2, 10.0)
+        log.info("microphone: stopped after %d chunks, %d overflows", self.chunks, self.overflows)
+
+    def _capture(self, info: dict[str, Any]) -> str:
         import sounddevice as sd
 
-        info = resolve_device(self.params.device)
         device_index = int(info["index"])
         rate = choose_rate(device_index, self.params.sample_rate, self.params.channels, self.params.dtype)
         self.device_rate = rate
         self._sample_clock = SampleClock(rate)
+        self._mapper = DeviceClockMapper()
         resampler = StreamResampler(rate, self.params.sample_rate, self.params.channels) if rate != self.params.sample_rate else None
-
-        stream = sd.InputStream(
-            device=device_index,
-            samplerate=rate,
-            channels=self.params.channels,
-            dtype="float32",
-            blocksize=max(1, round(self.params.block_s * rate)),
-            latency=self.params.latency,
-            callback=self._callback,
-        )
+        try:
+            stream = sd.InputStream(
+                device=device_index,
+                samplerate=rate,
+                channels=self.params.channels,
+                dtype="float32",
+                blocksize=max(1, round(self.params.block_s * rate)),
+                latency=self.params.latency,
+                callback=self._callback,
+            )
+        except sd.PortAudioError as error:
+            log.error("microphone: cannot open %r at %d Hz: %s", info["name"], rate, error)
+            return "failed"
         log.info(
             "microphone: capturing from %r at %d Hz, %d channels, publishing %.0f ms chunks at %d Hz",
             info["name"],
@@ -188,8 +229,7 @@ class MicrophoneNode:
             self.params.sample_rate,
         )
         with stream:
-            self._assemble(resampler)
-        log.info("microphone: stopped after %d chunks, %d overflows", self.chunks, self.overflows)
+            return self._assemble(resampler)
 
     def _block_start_ns(self, block: _Block, rate: int) -> int:
         """Return the host time of a block's first sample, from ADC time or by counting samples."""
@@ -205,26 +245,35 @@ class MicrophoneNode:
             self._sample_clock.anchor(block.host_ns - round(len(block.samples) / rate * 1e9))
         return self._sample_clock.advance(len(block.samples))
 
-    def _assemble(self, resampler: StreamResampler | None) -> None:
+    def _assemble(self, resampler: StreamResampler | None) -> str:
         """Cut blocks into chunks; each chunk's time comes from the block that holds its first sample."""
         rate_in, rate_out = self.device_rate, self.params.sample_rate
         chunk_frames = max(1, round(self.params.chunk_s * rate_out))
         pending: list[np.ndarray] = []
         pending_frames = 0
         in_index = out_index = 0  # samples since the start of the current gap-free segment
-        anchors: collections.deque[tuple[int, int]] = collections.deque(maxlen=512)
+        anchors: collections.deque[tuple[int, int]] = collections.deque(maxlen=50)
         gap = False
-        reported_queue_overflows = 0
 
+        last_block = time.monotonic()
+        stall_pending = self.params.debug_stall_s
         while not self.node.stopped:
             try:
                 block = self.blocks.get(timeout=0.1)
             except queue.Empty:
+                limit_s = self.params.stall_timeout_s if self.chunks or anchors else self.params.open_timeout_s
+                if time.monotonic() - last_block > limit_s:
+                    log.warning("microphone: no samples for %.1f s; the stream has stalled", limit_s)
+                    return "stalled"
                 continue
+            last_block = time.monotonic()
+            if stall_pending and self.chunks:
+                log.warning("microphone: debug_stall_s: pausing the assembler for %.2f s", stall_pending)
+                time.sleep(stall_pending)
+                stall_pending = 0.0
 
-            lost = block.overflow or self.queue_overflows > reported_queue_overflows
-            if lost:
-                reported_queue_overflows = self.queue_overflows
+            start_ns = self._block_start_ns(block, rate_in)
+            if block.overflow:
                 self.overflows += 1
                 self._overflow_log.warning("overflow", "microphone: input overflow, samples lost (%d so far)", self.overflows)
                 if pending_frames:  # samples before the gap go out as a shorter chunk
@@ -232,12 +281,13 @@ class MicrophoneNode:
                 pending, pending_frames, in_index, out_index = [], 0, 0, 0
                 anchors.clear()
                 gap = True
-                if self._sample_clock is not None:
-                    self._sample_clock = SampleClock(rate_in)
                 if resampler is not None:
                     resampler = StreamResampler(rate_in, rate_out, self.params.channels)
+                if not self._use_adc:
+                    self._sample_clock = SampleClock(rate_in)
+                    start_ns = self._block_start_ns(block, rate_in)
 
-            anchors.append((in_index, self._block_start_ns(block, rate_in)))
+            anchors.append((in_index, start_ns))
             in_index += len(block.samples)
             converted = resampler.process(block.samples) if resampler else block.samples
             if len(converted):
@@ -251,6 +301,7 @@ class MicrophoneNode:
                 gap = False
                 out_index += chunk_frames
                 pending, pending_frames = ([rest], len(rest)) if len(rest) else ([], 0)
+        return "stopped"
 
     def _publish(self, chunk: np.ndarray, capture_ns: int, gap: bool) -> None:
         if self.params.dtype == "int16":
@@ -267,12 +318,15 @@ class MicrophoneNode:
 
 
 def _time_of(anchors: "collections.deque[tuple[int, int]]", input_index: float, rate_in: int) -> int:
-    """Return the host time, in nanoseconds, of an input sample index from the nearest earlier block anchor."""
-    for index, host_ns in reversed(anchors):
-        if index <= input_index:
-            return host_ns + round((input_index - index) * 1e9 / rate_in)
-    index, host_ns = anchors[0]
-    return host_ns + round((input_index - index) * 1e9 / rate_in)
+    """Return the host time, in nanoseconds, of an input sample index.
+
+    Each anchor pairs a block's first input index with its host time. Block
+    times jitter by a few milliseconds (PulseAudio estimates its ADC times),
+    so the offset between the sample count and the host clock is the median
+    over the recent anchors; the rolling window still follows slow drift.
+    """
+    offsets = [host_ns - index * 1e9 / rate_in for index, host_ns in anchors]
+    return round(float(np.median(offsets)) + input_index * 1e9 / rate_in)
 
 
 def run(node: NodeContext) -> None:
