@@ -262,7 +262,7 @@ class CameraNode:
         self.skipped = 0
         self._last_publish_ns = 0
         self._drop_log = RateLimitedLog(log)
-        self._origin_ns = monotonic_ns()
+        self._origin_ns: int | None = None
         self._stale_before = 0
 
     def run(self) -> None:
@@ -287,7 +287,10 @@ class CameraNode:
                 continue
 
             log.info("camera: source %r opened (%s)", self.params.source, self.kind)
+            frames_before = self.published + self.skipped
             outcome = self._publish_from(capture)
+            if self.published + self.skipped > frames_before:
+                backoff = self.params.reopen_backoff_s  # the source worked, so this is a new outage
             if outcome == "stopped":
                 return
             if outcome == "ended":
@@ -302,6 +305,10 @@ class CameraNode:
 
     def _publish_from(self, capture: cv2.VideoCapture | TestPattern) -> str:
         lossless = self.kind == "file" and not self.params.realtime
+        if self._origin_ns is None:
+            # Stamp the origin once the source is open, so that the wait for
+            # subscribers and the open time do not make the first frames late.
+            self._origin_ns = monotonic_ns()
         reader = _Reader(self.params, capture, self._origin_ns, lossless)
         reader.start()
         try:

@@ -8,6 +8,7 @@ Commands that talk to a running graph (``topics``, ``echo``, ``alert``,
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -233,6 +234,33 @@ def cmd_echo(args: argparse.Namespace) -> int:
     return 0
 
 
+@_command("models")
+def cmd_models(args: argparse.Namespace) -> int:
+    from pipeline.models import store
+
+    if args.models_command == "list":
+        for status in store.list_models():
+            print(status.describe())
+        return 0
+
+    names = args.names or store.registered_models()
+    failed = 0
+    for name in names:
+        try:
+            status = store.pull_model(name, force=args.force)
+        except store.ModelStoreError as error:
+            failed += 1
+            print(f"{name}: not pulled: {error}", file=sys.stderr)
+            continue
+        print(status.describe())
+    if failed and not args.names:
+        # Pulling everything offline is expected to miss the hub-only models
+        # (CLIP); the pipeline runs without them, marked degraded.
+        print(f"{failed} of {len(names)} models are missing; the pipeline runs without them (degraded)", file=sys.stderr)
+        return 0
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of every ``scenewatch`` command."""
     parser = argparse.ArgumentParser(
@@ -268,12 +296,21 @@ def build_parser() -> argparse.ArgumentParser:
     echo.add_argument("--timeout", type=positive_float, default=None, metavar="SECONDS", help="give up after this many seconds")
     echo.add_argument("--config", default=None, help="graph YAML file (default: the running graph)")
 
-    for register in _EXTENSIONS:
-        register(commands)
+    models = commands.add_parser("models", help="list the models, or pull and verify them")
+    models_commands = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    models_commands.add_parser("list", help="each model: present or missing, size, where it comes from")
+    pull = models_commands.add_parser("pull", help="fetch and verify models (default: all); offline-safe")
+    pull.add_argument("names", nargs="*", help="model names, for example yamnet clip (default: every model)")
+    pull.add_argument("--force", action="store_true", help="fetch again even when present")
+
+    for module_name in CLI_MODULES:
+        module = importlib.import_module(module_name)
+        COMMANDS.update(module.register_cli(commands))
     return parser
 
 
-_EXTENSIONS: list[Callable[[Any], None]] = []
+CLI_MODULES: list[str] = []
+"""Modules with a ``register_cli(commands) -> {name: function}`` that add their own commands."""
 
 
 def main(argv: list[str] | None = None) -> int:

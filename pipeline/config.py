@@ -84,10 +84,14 @@ class GraphConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_topics_and_ids(self) -> "GraphConfig":
-        ids = [node.id for node in self.nodes]
-        duplicates = sorted({node_id for node_id in ids if ids.count(node_id) > 1})
-        if duplicates:
-            raise ValueError(f"node ids must be unique; repeated: {', '.join(duplicates)}")
+        first_index: dict[str, int] = {}
+        for index, node in enumerate(self.nodes):
+            if node.id in first_index:
+                raise ValueError(
+                    f"nodes[{index}].id: node id {node.id!r} is already used by nodes[{first_index[node.id]}]; "
+                    "node ids must be unique"
+                )
+            first_index[node.id] = index
         return self
 
     def topic_spec(self, name: str) -> TopicSpec:
@@ -138,7 +142,9 @@ def _raise_validation(prefix: str, error: ValidationError, source: str) -> None:
             message = "unknown key; check its spelling against docs and README"
         elif item["type"] == "missing":
             message = "required key is missing"
-        lines.append(f"{source}: {where}: {message}")
+        elif item["type"] == "value_error":
+            message = str(item["ctx"]["error"])  # without pydantic's "Value error, " prefix
+        lines.append(f"{source}: {where}: {message}" if where else f"{source}: {message}")
     raise ConfigError("\n".join(lines))
 
 

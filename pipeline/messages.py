@@ -538,7 +538,9 @@ def _as_memoryview(part: Any) -> memoryview:
     buffer = getattr(part, "buffer", None)  # zmq.Frame received with copy=False
     if buffer is not None:
         return buffer
-    return memoryview(part)
+    # A multi-dimensional array (encode output decoded in-process) must be
+    # flattened to bytes, because len() of its memoryview is its first dimension.
+    return memoryview(part).cast("B")
 
 
 def decode(parts: Sequence[Any], max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> Message:

@@ -28,7 +28,7 @@ Example::
     >>> sub = Subscriber([pub.spec])
     >>> pub.wait_for_subscribers(1, timeout_s=2.0)
     True
-    >>> pub.send_alert("Road work ahead")
+    >>> header = pub.send_alert("Road work ahead")
     >>> sub.recv(timeout_s=2.0).text
     'Road work ahead'
     >>> sub.close(); pub.close()

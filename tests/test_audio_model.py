@@ -18,6 +18,7 @@ import soundfile as sf
 from conftest import shared_file
 from pipeline.models import melspec
 from pipeline.models.audio import (
+    _read_scalar_initializers,
     DBFS_FLOOR,
     AudioEventClassifier,
     AudioEventMappingError,
@@ -73,7 +74,7 @@ def test_siren_is_emergency_vehicle(classifier: AudioEventClassifier) -> None:
 # NOTE: the int8 YAMNet hears speech in this clip (Speech 0.09, vehicle horn
 # 0.001, for any silence offset), while a synthetic horn tone scores 0.5 as a
 # vehicle horn (test below). The clip may contain voices under the horn, or the
-# quantization may cost recall on it; a float YAMNet was not available to tell.
+# quantization may cost recall on it. No run of a float YAMNet has checked which.
 @pytest.mark.xfail(strict=True, reason="int8 YAMNet labels car_horn_short.wav as speech")
 def test_car_horn_065s_is_vehicle_horn(classifier: AudioEventClassifier) -> None:
     result = classify_recording(classifier, "audio/car_horn_short.wav")
@@ -214,6 +215,18 @@ def test_classify_rejects_nan(classifier: AudioEventClassifier) -> None:
 def test_classify_rejects_zero_sample_rate(classifier: AudioEventClassifier) -> None:
     with pytest.raises(ValueError, match="positive integers"):
         classifier.classify(np.zeros(16_000, dtype=np.float32), 0)
+
+
+def test_quantization_read_from_onnx_file(yamnet_path: Path) -> None:
+    names = {"audio_scale", "audio_zero_point", "class_scores_scale", "class_scores_zero_point"}
+
+    values = _read_scalar_initializers(yamnet_path, names)
+
+    # Reference values printed by onnx.numpy_helper (onnx 1.23.2) for the pinned model.onnx.
+    assert values["audio_scale"] == pytest.approx(0.047937885)
+    assert values["audio_zero_point"] == 144.0
+    assert values["class_scores_scale"] == pytest.approx(0.7565417)
+    assert values["class_scores_zero_point"] == 190.0
 
 
 # Event mapping

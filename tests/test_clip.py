@@ -34,6 +34,10 @@ except ImportError:  # the clip extra is not installed; only the torch-free test
     torch = None
     transformers = None
 
+requires_clip = pytest.mark.skipif(
+    torch is None or transformers is None, reason="needs torch and transformers: pip install 'scenewatch[clip]'"
+)
+
 TINY_IMAGE_SIDE = 32
 TINY_PROJECTION_DIM = 16
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
@@ -140,6 +144,23 @@ def test_import_leaves_torch_unloaded() -> None:
     assert output.split() == ["False", "False"]
 
 
+def test_scorer_without_torch_raises_unavailable() -> None:
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from pipeline.models.clip import ClipScorer, ClipUnavailableError\n"
+        "try:\n"
+        "    ClipScorer('/no/such/clip')\n"
+        "except ClipUnavailableError as error:\n"
+        "    print(error)\n"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    ).stdout
+
+    assert "needs torch" in output
+    assert "scenewatch[clip]" in output
+
+
 # Concepts file
 
 
@@ -229,7 +250,7 @@ def test_preprocessing_rescales_once() -> None:
 
     pixels = ImagePreprocessing().apply(white)
 
-    # Rescaling twice would give (1/255 - mean) / std, about -1.77 in every channel.
+    # Rescaling twice would give (1/255 - mean) / std, between -1.8 and -1.4 per channel.
     np.testing.assert_allclose(pixels[:, 0, 0], (1.0 - CLIP_MEAN) / CLIP_STD, atol=1e-5)
     assert pixels.min() > 1.9
 
@@ -247,9 +268,9 @@ def test_pad_to_square_keeps_left_edge_block() -> None:
     padded = ImagePreprocessing().apply(frame, pad_to_square=True)
     cropped = ImagePreprocessing().apply(frame, pad_to_square=False)
 
-    # Padded: 1280x1280 scaled to 224, so the block covers about columns 0-16
-    # and rows 147-203.
-    assert is_red(padded[:, 150:200, 0:15]).all()
+    # Padded: 280 rows of padding on top make 1280x1280, scaled to 224 by 0.175,
+    # so the block covers rows 84-140 and columns 0-17.
+    assert is_red(padded[:, 86:138, 0:16]).all()
     assert not is_red(padded[:, :, 20:]).any()
     # Centre crop: 720x1280 scaled to 224x398 loses 87 columns per side, and the
     # block is only 31 columns wide after scaling.
@@ -261,9 +282,9 @@ def test_pad_to_square_pads_with_mean_colour() -> None:
 
     pixels = ImagePreprocessing().apply(frame, pad_to_square=True)
 
-    # Rows 0-30 of 224 are padding (280 of 1280 source rows). The mean colour
+    # Rows 0-48 of 224 are padding (280 of 1280 rows). The mean colour
     # normalises to about zero.
-    assert np.abs(pixels[:, :30, :]).max() < 0.02
+    assert np.abs(pixels[:, :48, :]).max() < 0.02
     assert pixels[:, 112, 112].min() > 1.9
 
 
@@ -279,7 +300,7 @@ def test_select_frames_spreads_over_window() -> None:
 def test_select_frames_identical_frames_once() -> None:
     frame = random_frames(1, shape=(48, 64))[0]
 
-    assert select_distinct_frames([frame.copy() for _ in range(6)], max_frames=3, dedup_threshold=1.5) == [2]
+    assert select_distinct_frames([frame.copy() for _ in range(6)], max_frames=3, dedup_threshold=1.5) == [1]
 
 
 def test_select_frames_skips_noisy_duplicate() -> None:
@@ -302,7 +323,7 @@ def test_select_frames_fewer_frames_than_limit() -> None:
 def test_select_frames_zero_threshold_keeps_duplicates() -> None:
     frame = random_frames(1, shape=(48, 64))[0]
 
-    assert select_distinct_frames([frame] * 6, max_frames=3, dedup_threshold=0.0) == [0, 3, 5]
+    assert select_distinct_frames([frame] * 6, max_frames=3, dedup_threshold=0.0) == [1, 3, 5]
 
 
 def test_select_frames_real_video_window(highway_mp4: Path) -> None:
@@ -315,7 +336,7 @@ def test_select_frames_real_video_window(highway_mp4: Path) -> None:
     capture.release()
     still = [frames[0].copy() for _ in range(25)]
 
-    assert select_distinct_frames(frames, max_frames=3, dedup_threshold=1.5) == [4, 12, 20]
+    assert select_distinct_frames(frames, max_frames=3, dedup_threshold=1.5) == [4, 13, 21]
     assert select_distinct_frames(still, max_frames=3, dedup_threshold=1.5) == [4]
 
 
@@ -366,7 +387,7 @@ def test_scorer_probabilities_sum_to_one(scorer: ClipScorer) -> None:
     assert list(result.probabilities) == scorer.concept_names
     assert sum(result.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
     assert all(0.0 <= value <= 1.0 for value in result.probabilities.values())
-    assert result.frame_indices == [0, 2, 4]
+    assert result.frame_indices == [1, 3, 4]
     assert result.image_embedding is None
     assert result.elapsed_s > 0
 
@@ -456,7 +477,7 @@ def test_scorer_pad_to_square_changes_pixels(tiny_clip: Path, scorer: ClipScorer
 
     padded = padded_scorer.pixel_values([frame])[0]
 
-    # Rows 0-7 of 32 come from padding (210 of 960 source rows) and normalise to about zero.
+    # Rows 0-6 of 32 come from padding (210 of 960 rows) and normalise to about zero.
     assert np.abs(padded[:, :7, :]).max() < 0.02
     assert not np.allclose(padded, scorer.pixel_values([frame])[0])
 
@@ -497,7 +518,7 @@ def test_scorer_bfloat16_close_to_float32(tiny_clip: Path, scorer: ClipScorer) -
     assert cosine > 0.99
 
 
-@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
 def test_scorer_int8_close_to_float32(tiny_clip: Path, scorer: ClipScorer) -> None:
     frames = random_frames(3, seed=5)
     int8_scorer = ClipScorer(str(tiny_clip), quantize=True)
@@ -517,6 +538,7 @@ def test_scorer_int8_close_to_float32(tiny_clip: Path, scorer: ClipScorer) -> No
 # Errors
 
 
+@requires_clip
 def test_scorer_missing_folder_explains_fix(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-clip"
 
@@ -525,7 +547,7 @@ def test_scorer_missing_folder_explains_fix(tmp_path: Path) -> None:
 
     message = str(raised.value)
     assert str(missing) in message
-    assert "scenewatch models pull" in message
+    assert "scenewatch models pull clip" in message
     assert "vision.clip.model" in message
     assert isinstance(raised.value, RuntimeError)
 
@@ -538,12 +560,25 @@ def test_scorer_folder_without_weights_raises(tiny_clip: Path, tmp_path: Path) -
         ClipScorer(str(partial))
 
 
+@requires_clip
 def test_scorer_hub_id_offline_raises(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("SCENEWATCH_MODEL_DIR", str(tmp_path / "empty-store"))
 
     with pytest.raises(ClipUnavailableError, match="scenewatch-test/no-such-clip"):
         ClipScorer("scenewatch-test/no-such-clip")
+
+
+def test_scorer_default_id_loads_model_store_copy(
+    tiny_clip: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    shutil.copytree(tiny_clip, tmp_path / "store" / "clip")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("SCENEWATCH_MODEL_DIR", str(tmp_path / "store"))
+
+    scorer = ClipScorer("openai/clip-vit-base-patch32")
+
+    assert scorer.model_source == str(tmp_path / "store" / "clip")
 
 
 @pytest.mark.parametrize(
@@ -562,6 +597,12 @@ def test_scorer_hub_id_offline_raises(monkeypatch: pytest.MonkeyPatch, tmp_path:
 def test_scorer_invalid_option_raises(tiny_clip: Path, options: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         ClipScorer(str(tiny_clip), **options)
+
+
+@pytest.mark.skipif(torch is not None and torch.cuda.is_available(), reason="this machine has CUDA")
+def test_scorer_cuda_without_gpu_raises(tiny_clip: Path) -> None:
+    with pytest.raises(ValueError, match="no CUDA device"):
+        ClipScorer(str(tiny_clip), device="cuda")
 
 
 def test_score_empty_window_raises(scorer: ClipScorer) -> None:

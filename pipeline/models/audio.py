@@ -32,6 +32,7 @@ import math
 import re
 import struct
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -60,6 +61,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+# NOTE: configs/ is not package data, so this default exists only in a source
+# checkout or an editable install. Elsewhere pass mapping_path explicitly.
 DEFAULT_MAPPING_PATH = Path(__file__).resolve().parents[2] / "configs" / "audio_events.yaml"
 CLASS_MAP_FILENAME = "yamnet_class_map.csv"
 DBFS_FLOOR = -120.0
@@ -140,7 +143,8 @@ def load_class_names(class_map_path: Path) -> list[str]:
     for position, row in enumerate(rows):
         if row["index"] != str(position):
             raise ValueError(
-                f"{class_map_path} row {position + 2} has index {row['index']!r}, expected {position}"
+                f"{class_map_path} row {position + 2} has index {row['index']!r}, "
+                f"expected {position}"
             )
     return [row["display_name"] for row in rows]
 
@@ -170,7 +174,9 @@ def load_event_mapping(mapping_path: Path, class_names: list[str]) -> dict[str, 
     except FileNotFoundError as error:
         raise AudioEventMappingError(f"audio event mapping {mapping_path} not found") from error
     except yaml.YAMLError as error:
-        raise AudioEventMappingError(f"audio event mapping {mapping_path} is not valid YAML: {error}") from error
+        raise AudioEventMappingError(
+            f"audio event mapping {mapping_path} is not valid YAML: {error}"
+        ) from error
 
     events = document.get("events") if isinstance(document, dict) else None
     if not isinstance(events, dict) or not events:
@@ -191,7 +197,8 @@ def _resolve_event(
 ) -> list[int]:
     if not isinstance(event, str) or not _EVENT_NAME.match(event):
         raise AudioEventMappingError(
-            f"invalid event name {event!r} in {mapping_path}; use lower case letters, digits and '_'"
+            f"invalid event name {event!r} in {mapping_path}; "
+            f"use lower case letters, digits and '_'"
         )
     if not isinstance(classes, list) or not classes:
         raise AudioEventMappingError(
@@ -202,14 +209,17 @@ def _resolve_event(
     for class_name in classes:
         if class_name not in index_of:
             suggestions = difflib.get_close_matches(str(class_name), list(index_of), n=3)
-            hint = f"; did you mean {', '.join(repr(s) for s in suggestions)}?" if suggestions else ""
+            hint = ""
+            if suggestions:
+                hint = f"; did you mean {', '.join(repr(s) for s in suggestions)}?"
             raise AudioEventMappingError(
                 f"unknown AudioSet class {class_name!r} for event {event!r} in {mapping_path}; "
                 f"names must match the display_name column of {CLASS_MAP_FILENAME} exactly{hint}"
             )
         if index_of[class_name] in indices:
             raise AudioEventMappingError(
-                f"AudioSet class {class_name!r} is listed twice for event {event!r} in {mapping_path}"
+                f"AudioSet class {class_name!r} is listed twice for event {event!r} "
+                f"in {mapping_path}"
             )
         indices.append(index_of[class_name])
     return indices
@@ -227,7 +237,10 @@ def _read_varint(buffer: bytes, position: int) -> tuple[int, int]:
         shift += 7
 
 
-def _protobuf_fields(buffer: bytes):  # noqa: ANN202 - private generator
+_ProtobufField = tuple[int, int, "int | bytes"]
+
+
+def _protobuf_fields(buffer: bytes) -> Iterator[_ProtobufField]:
     """Yield ``(field number, wire type, value)`` for each field of one protobuf message."""
     position = 0
     while position < len(buffer):
@@ -276,7 +289,9 @@ def _read_scalar_initializers(model_path: Path, names: set[str]) -> dict[str, fl
     return found
 
 
-def _decode_scalar(fields: list, data_type: int | None, name: str, model_path: Path) -> float:
+def _decode_scalar(
+    fields: list[_ProtobufField], data_type: int | None, name: str, model_path: Path
+) -> float:
     values = {number: value for number, _, value in fields}
 
     if 9 in values and data_type in _SCALAR_FORMATS:
@@ -372,7 +387,8 @@ class AudioEventClassifier:
         shape = list(self._input.shape)
         if shape[-2:] != [melspec.PATCH_FRAMES, melspec.MEL_BINS]:
             raise ValueError(
-                f"YAMNet model {model_path} takes input shaped {shape}, expected (..., 96, 64) log-mel patches"
+                f"YAMNet model {model_path} takes input shaped {shape}, "
+                f"expected (..., 96, 64) log-mel patches"
             )
         self._input_rank = len(shape)
         # A fixed batch size of 1 (as in the pinned int8 model) means one run per patch.
@@ -385,13 +401,16 @@ class AudioEventClassifier:
         if node.type == "tensor(float)":
             return None
         if node.type != "tensor(uint8)":
-            raise ValueError(f"YAMNet model {model_path}: {node.name} has unsupported type {node.type}")
+            raise ValueError(
+                f"YAMNet model {model_path}: {node.name} has unsupported type {node.type}"
+            )
 
         names = {f"{node.name}_scale", f"{node.name}_zero_point"}
         values = _read_scalar_initializers(model_path, names)
         if set(values) != names:
             raise ValueError(
-                f"quantized YAMNet model {model_path} lacks the initializers {sorted(names - set(values))}"
+                f"quantized YAMNet model {model_path} lacks the initializers "
+                f"{sorted(names - set(values))}"
             )
         return _Quantization(values[f"{node.name}_scale"], values[f"{node.name}_zero_point"])
 
@@ -426,7 +445,8 @@ class AudioEventClassifier:
         class_scores = self.score_patches(patches).max(axis=0)
 
         events = {
-            event: float(class_scores[indices].max()) for event, indices in self.event_classes.items()
+            event: float(class_scores[indices].max())
+            for event, indices in self.event_classes.items()
         }
         top = np.argsort(-class_scores, kind="stable")[:TOP_LABEL_COUNT]
         return AudioResult(
@@ -445,6 +465,9 @@ class AudioEventClassifier:
         Returns:
             Class scores in [0, 1], float32, shaped ``(patches, 521)``.
         """
+        if len(patches) == 0:
+            return np.zeros((0, len(self.class_names)), dtype=np.float32)
+
         feed = self._quantize(patches)
         if self._input_rank == 4:
             feed = feed[:, None, :, :]
@@ -452,9 +475,11 @@ class AudioEventClassifier:
         if self._batched:
             outputs = self._session.run([self._output.name], {self._input.name: feed})[0]
         else:
-            outputs = np.concatenate(
-                [self._session.run([self._output.name], {self._input.name: one[None]})[0] for one in feed]
-            )
+            runs = [
+                self._session.run([self._output.name], {self._input.name: patch[None]})[0]
+                for patch in feed
+            ]
+            outputs = np.concatenate(runs)
 
         scores = outputs.reshape(len(patches), -1).astype(np.float32)
         if self._output_quantization is not None:
@@ -535,7 +560,7 @@ class LoudnessTrend:
         return self.trend()
 
     def slope_db_per_s(self) -> float | None:
-        """Return the fitted slope in dB per second, or None with fewer than ``min_windows`` windows."""
+        """Return the fitted slope in dB per second, or None before ``min_windows`` windows."""
         if len(self._points) < self.min_windows:
             return None
         times = np.array([point[0] for point in self._points])

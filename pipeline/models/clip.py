@@ -1,9 +1,10 @@
 """Zero-shot scene concepts from camera frames with CLIP.
 
-`ClipScorer` loads a CLIP checkpoint with Hugging Face transformers, embeds the
-prompts of a concepts file (``configs/concepts.yaml``) once at start-up, and
-scores one window of frames per call: it selects a few distinct frames, embeds
-them in one batched forward pass and returns a probability per concept.
+`ClipScorer` loads a CLIP checkpoint with Hugging Face transformers and embeds
+the prompts of a concepts file (``configs/concepts.yaml``) once at start-up.
+Each call to `ClipScorer.score` takes one window of frames, selects a few
+distinct ones, embeds them in one batched forward pass and returns a
+probability per concept.
 
 torch and transformers are imported only when a `ClipScorer` is created, so the
 rest of the pipeline runs without them.
@@ -57,7 +58,7 @@ DEFAULT_CONCEPTS_PATH = Path(__file__).resolve().parents[2] / "configs" / "conce
 # Side of the grayscale thumbnail that near-duplicate detection compares, in pixels.
 _THUMBNAIL_SIDE = 32
 
-# CLIP clamps its learned temperature to 100 during training.
+# CLIP clamps its learned inverse temperature (logit scale) to 100 during training.
 _MAX_LOGIT_SCALE = 100.0
 
 _CONCEPT_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -160,7 +161,7 @@ def select_distinct_frames(frames: list[np.ndarray], max_frames: int, dedup_thre
     """Choose up to ``max_frames`` frame indices spread over a window, skipping near-duplicates.
 
     The window is split into ``max_frames`` equal runs of consecutive frames. From
-    each run the frame nearest its middle is taken, unless it is a near-duplicate of
+    each run the frame nearest its middle (the later one on a tie) is taken, unless it is a near-duplicate of
     a frame already taken, in which case the next nearest frame of that run is tried.
     A run with only near-duplicates contributes nothing. Two frames are
     near-duplicates when the mean absolute difference of their 32x32 grayscale
@@ -177,6 +178,9 @@ def select_distinct_frames(frames: list[np.ndarray], max_frames: int, dedup_thre
     for index, frame in enumerate(frames):
         _check_frame(index, frame)
 
+    if not frames:
+        return []
+
     thumbnails: dict[int, np.ndarray] = {}
     chosen: list[int] = []
     for run in np.array_split(np.arange(len(frames)), min(max_frames, len(frames))):
@@ -190,9 +194,12 @@ def select_distinct_frames(frames: list[np.ndarray], max_frames: int, dedup_thre
 
 
 def _middle_out(run: np.ndarray) -> list[int]:
-    """Order the indices of a run by their distance from its middle, nearest first."""
+    """Order the indices of a run by their distance from its middle, nearest first.
+
+    Of two frames equally near the middle, the later one comes first.
+    """
     middle = (len(run) - 1) / 2
-    order = sorted(range(len(run)), key=lambda position: (abs(position - middle), position))
+    order = sorted(range(len(run)), key=lambda position: (abs(position - middle), -position))
     return [int(run[position]) for position in order]
 
 
@@ -215,10 +222,11 @@ def _check_frame(index: int, frame: np.ndarray) -> None:
 class ImagePreprocessing:
     """CLIP image preprocessing as stored in a checkpoint's ``preprocessor_config.json``.
 
-    Applied in this order: BGR to RGB, optional padding to a square, resize so the
-    shortest edge is ``shortest_edge`` pixels, centre crop to ``crop_height`` x
-    ``crop_width`` pixels, multiplication by ``rescale_factor`` (once), and
-    normalisation with ``mean`` and ``std`` (RGB order, 0-1 scale).
+    The steps run in this order: BGR to RGB, optional padding to a square, and a
+    resize so that the shortest edge is ``shortest_edge`` pixels. Then come a
+    centre crop to ``crop_height`` x ``crop_width`` pixels, one multiplication by
+    ``rescale_factor``, and normalisation with ``mean`` and ``std`` (RGB order,
+    0-1 scale).
 
     NOTE: resizing uses OpenCV (area filter when shrinking, bicubic when
     enlarging), not PIL bicubic as transformers' processor does, because that
@@ -389,9 +397,10 @@ class ClipScorer:
         frames_per_window: maximum number of frames scored per window. Default 3.
         dedup_threshold: frames whose 32x32 grayscale thumbnails differ by less
             than this mean absolute difference, in grey levels (0-255), count as
-            near-duplicates and are scored once. Default 1.5. Consecutive frames of
-            the 25 fps highway recording differ by 0.8 to 3.3, sensor noise and
-            JPEG recompression by about 0.1.
+            near-duplicates and are scored once. Default 1.5. Measured for scale:
+            consecutive frames of a 960x540, 25 fps highway dashcam video differ by
+            0.8 to 3.3, while Gaussian noise (sigma 3) or JPEG recompression at
+            quality 70 changes a frame by about 0.1.
         aggregation: how per-frame probabilities combine over the scored frames,
             ``"mean"`` (default) or ``"max"``.
         dtype: weight and activation type, ``"float32"`` (default),
@@ -404,7 +413,8 @@ class ClipScorer:
         ClipUnavailableError: torch or transformers is not installed, or the
             checkpoint cannot be loaded.
         FileNotFoundError, ValueError: the concepts file is missing or invalid.
-        ValueError: an argument is out of range or an unsupported combination.
+        ValueError: an argument is out of range or an unsupported combination,
+            or ``device`` names CUDA on a machine without it.
     """
 
     def __init__(
@@ -432,6 +442,8 @@ class ClipScorer:
         torch = _import_torch()
         self._torch = torch
         self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} was requested but torch finds no CUDA device; use device 'cpu'")
         self._dtype = getattr(torch, dtype)
 
         started = time.perf_counter()
@@ -465,7 +477,7 @@ class ClipScorer:
 
     @property
     def logit_scale(self) -> float:
-        """Temperature that multiplies cosine similarities before the softmax."""
+        """CLIP's learned inverse temperature, capped at 100, that multiplies cosine similarities before the softmax."""
         return self._logit_scale
 
     def select_frames(self, frames: list[np.ndarray]) -> list[int]:
@@ -612,8 +624,9 @@ def _offline() -> bool:
 def _load_checkpoint(model: str) -> _LoadedClip:
     """Load model, tokenizer and preprocessing from a local folder or the Hugging Face cache.
 
-    A hub id is tried from the local cache first. Only when that fails and
-    HF_HUB_OFFLINE is not set does transformers try to download it.
+    A hub id is looked up in this order: the model store folder that
+    ``scenewatch models pull clip`` fills, the local Hugging Face cache, and,
+    only when HF_HUB_OFFLINE is not set, a download through transformers.
 
     Raises:
         ClipUnavailableError: transformers is missing, the folder does not exist,
@@ -633,13 +646,35 @@ def _load_checkpoint(model: str) -> _LoadedClip:
             raise ClipUnavailableError(_unavailable_message(model, "the folder does not exist"))
         return _load_from(transformers, str(folder), local_files_only=True)
 
+    stored = _model_store_copy(model)
+    if stored is not None:
+        return _load_from(transformers, str(stored), local_files_only=True)
+
     try:
         return _load_from(transformers, model, local_files_only=True)
     except ClipUnavailableError:
         if _offline():
             raise
-        logger.info("CLIP %s is not in the local Hugging Face cache; trying to download it", model)
+        # Without network access huggingface_hub retries for about 20 s before it fails.
+        logger.warning("CLIP %s is not in the local Hugging Face cache; trying to download it", model)
     return _load_from(transformers, model, local_files_only=False)
+
+
+def _model_store_copy(model: str) -> Path | None:
+    """Return the model store folder that contains a copy of hub id ``model``, or None."""
+    try:
+        from pipeline.models.store import HuggingFaceModelEntry, ModelStore, registered_models
+    except ImportError:
+        return None
+
+    store = ModelStore()
+    for name in registered_models():
+        entry = store.entry(name)
+        if isinstance(entry, HuggingFaceModelEntry) and entry.repo_id == model:
+            folder = store.root / name
+            if (folder / "config.json").is_file():
+                return folder
+    return None
 
 
 def _load_from(transformers: Any, source: str, local_files_only: bool) -> _LoadedClip:
@@ -678,7 +713,7 @@ def _read_preprocessor_config(source: str, local_files_only: bool) -> dict[str, 
 def _unavailable_message(model: str, reason: str) -> str:
     return (
         f"CLIP model {model!r} could not be loaded ({reason}). Its weights are not available offline on this "
-        "machine. Run `scenewatch models pull` to fetch them, or set vision.clip.model to a local folder with "
+        "machine. Run `scenewatch models pull clip` to fetch them, or set vision.clip.model to a local folder with "
         "config.json, the model weights, preprocessor_config.json and the tokenizer files (tokenizer.json, or "
         "vocab.json and merges.txt)."
     )
@@ -691,5 +726,7 @@ def _prepare_model(clip_model: Any, device: torch.device, dtype: torch.dtype, qu
     if quantize:
         # Dynamic quantisation stores Linear weights as int8 and quantises
         # activations per batch. It runs on the CPU only.
+        # NOTE: torch 2.13 warns that torch.ao.quantization is deprecated in
+        # favour of torchao, so this option may stop working in a later torch.
         clip_model = torch.ao.quantization.quantize_dynamic(clip_model, {torch.nn.Linear}, dtype=torch.qint8)
     return clip_model

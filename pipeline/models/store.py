@@ -412,7 +412,9 @@ class HuggingFaceModelEntry(ModelEntry):
             f"in the config at a local folder, or fill the Hugging Face cache (HF_HOME)"
         )
         if importlib.util.find_spec("huggingface_hub") is None:
-            raise ModelDownloadError(f"cannot pull {self.name}: huggingface_hub is not installed; {fix}")
+            raise ModelDownloadError(
+                f"cannot pull {self.name}: huggingface_hub is not installed; {fix}"
+            )
 
         from huggingface_hub import snapshot_download
 
