@@ -234,6 +234,33 @@ def cmd_echo(args: argparse.Namespace) -> int:
     return 0
 
 
+def summary_endpoint(config: str | None, endpoint: str | None) -> str:
+    """Return the summary endpoint from ``--endpoint``, ``--config`` or the running graph."""
+    if endpoint:
+        return endpoint
+    graph = resolve_graph(config)
+    if "summary" not in graph.topics:
+        raise ConfigError(f"graph {graph.name!r} has no 'summary' topic; add a fusion node or pass --endpoint")
+    return graph.topic_spec("summary").endpoint
+
+
+@_command("listen")
+def cmd_listen(args: argparse.Namespace) -> int:
+    from pipeline.summary import format_summary, subscribe
+
+    endpoint = summary_endpoint(args.config, args.endpoint)
+    printed = 0
+    for summary in subscribe(endpoint, timeout_s=args.timeout):
+        print(summary.to_json() if args.json else format_summary(summary), flush=True)
+        printed += 1
+        if args.count is not None and printed >= args.count:
+            return 0
+    if args.timeout is not None:
+        print(f"scenewatch listen: no summary for {args.timeout:.1f} s on {endpoint}", file=sys.stderr)
+        return 1
+    return 0
+
+
 @_command("models")
 def cmd_models(args: argparse.Namespace) -> int:
     from pipeline.models import store
@@ -295,6 +322,13 @@ def build_parser() -> argparse.ArgumentParser:
     echo.add_argument("--payload", action="store_true", help="include text and JSON payloads (alerts, summaries)")
     echo.add_argument("--timeout", type=positive_float, default=None, metavar="SECONDS", help="give up after this many seconds")
     echo.add_argument("--config", default=None, help="graph YAML file (default: the running graph)")
+
+    listen = commands.add_parser("listen", help="print scene summaries as they come (text, or JSON lines)")
+    listen.add_argument("--json", action="store_true", help="one JSON summary per line (schema in docs/summaries.md)")
+    listen.add_argument("--count", type=positive_int, default=None, help="stop after this many summaries")
+    listen.add_argument("--timeout", type=positive_float, default=None, metavar="SECONDS", help="give up after this long without a summary")
+    listen.add_argument("--endpoint", default=None, help="summary endpoint (default: from the running graph)")
+    listen.add_argument("--config", default=None, help="graph YAML file (default: the running graph)")
 
     models = commands.add_parser("models", help="list the models, or pull and verify them")
     models_commands = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")

@@ -6,8 +6,8 @@ Fusion rule, per hazard kind and window (weights and thresholds in
 1. Each evidence source configured for the kind contributes ``weight *
    score``, where ``score`` is the model's output in [0, 1]: a CLIP concept
    probability, the detector's pedestrian score, a YAMNet event score, or an
-   active alert's score (its severity score times the categoriser's
-   confidence).
+   active alert's score (its severity score times ``0.75 + 0.25 *`` the
+   categoriser's confidence).
 2. The contributions combine as a noisy OR: ``confidence = 1 - prod(1 -
    weight * score)``. Independent sources that agree raise the confidence;
    one strong source is enough on its own.

@@ -300,8 +300,8 @@ class WindowPerception:
             processing_ms=round((time.perf_counter() - began) * 1000, 2),
             image_embedding=embedding,
             counts={name: len(entries) for name, entries in window.items.items()},
+            stage_ms={name: round(value, 2) for name, value in stage_ms.items()},
         )
-        summary.stage_ms = {name: round(value, 2) for name, value in stage_ms.items()}  # type: ignore[attr-defined]
         return summary
 
     def _vision(self, frames: list[Frame], scores: dict, top_labels: dict, trends: dict, stage_ms: dict, degraded: list[str]) -> list[float] | None:
@@ -373,7 +373,9 @@ class WindowPerception:
         alert_scores: dict[str, float] = {}
         for active in self.active_alerts.active(at_ns):
             result = active.category_result
-            score = severity_scores.get(active.severity, 0.6) * max(result.confidence, 0.5)
+            # An explicit alert counts mostly by its severity; the categoriser's
+            # confidence only trims it, by at most a quarter.
+            score = severity_scores.get(active.severity, 0.6) * (0.75 + 0.25 * result.confidence)
             alert_scores[result.category] = max(alert_scores.get(result.category, 0.0), score)
         if alert_scores:
             scores["alert"] = alert_scores

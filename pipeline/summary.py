@@ -127,6 +127,8 @@ class Summary(BaseModel):
     """Host time from the window's end to the summary, in milliseconds (see docs/summaries.md)."""
     processing_ms: float | None = None
     """Time spent on this window's models and fusion, in milliseconds."""
+    stage_ms: dict[str, float] = Field(default_factory=dict)
+    """Time per stage (decode, clip, detector, yamnet, fusion), in milliseconds."""
     image_embedding: list[float] | None = None
     counts: dict[str, int] = Field(default_factory=dict)
     """Messages per stream in this window."""
