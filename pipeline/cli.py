@@ -343,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-CLI_MODULES: list[str] = []
+CLI_MODULES: list[str] = ["pipeline.recording"]
 """Modules with a ``register_cli(commands) -> {name: function}`` that add their own commands."""
 
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -54,7 +54,7 @@ class EvidenceSource(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    source: str = Field(pattern="^(clip|detector|yamnet|alert)$")
+    source: Literal["clip", "detector", "yamnet", "alert"]
     label: str
     """CLIP concept, detector label (``person``), YAMNet scene event, or alert category."""
     weight: float = Field(default=1.0, gt=0, le=1)
@@ -116,7 +116,7 @@ class FusionConfig(BaseModel):
             return cls.model_validate(raw)
         except ValidationError as error:
             first = error.errors()[0]
-            where = ".".join(str(part) for part in first["loc"])
+            where = ".".join(str(part) for part in first["loc"]) or "top level"
             raise ValueError(f"fusion config {path}: {where}: {first['msg']}") from None
 
 

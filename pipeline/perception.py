@@ -261,7 +261,10 @@ class WindowPerception:
         if chunks and self.models.audio is not None:
             dbfs = self._audio(chunks, window, scores, top_labels, trends, stage_ms, degraded)
 
-        self._alerts(window.end_ns, scores, top_labels)
+        # A window covers [start_ns, end_ns): an alert captured at end_ns
+        # belongs to the next window, so alerts are taken at the last nanosecond inside.
+        last_ns = window.end_ns - 1
+        self._alerts(last_ns, scores, top_labels)
         alerts = [
             ActiveAlertInfo(
                 alert_id=active.alert_id,
@@ -271,7 +274,7 @@ class WindowPerception:
                 hazard_kind=active.hazard_kind,
                 expires_ns=active.expires_ns,
             )
-            for active in self.active_alerts.active(window.end_ns)
+            for active in self.active_alerts.active(last_ns)
         ]
 
         fuse_began = time.perf_counter()

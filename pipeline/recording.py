@@ -100,7 +100,7 @@ DEFAULT_CHUNK_BYTES = 1024 * 1024
 """Uncompressed chunk size at which the recorder closes a chunk, in bytes."""
 
 DEFAULT_FLUSH_S = 1.0
-"""Longest time a received message waits in memory before its chunk is written, in seconds."""
+"""Maximum time a received message waits in memory before its chunk is written, in seconds."""
 
 COMPRESSIONS = {"zstd": CompressionType.ZSTD, "lz4": CompressionType.LZ4, "none": CompressionType.NONE}
 
@@ -346,7 +346,7 @@ def split_path(path: Path | str, index: int) -> Path:
 class Recorder:
     """Write bus messages to an MCAP recording, in chunks of bounded size and age.
 
-    A chunk is closed, compressed and written when it holds ``chunk_bytes``
+    A chunk is closed, compressed and written when it contains ``chunk_bytes``
     or when its oldest message is ``flush_s`` old, whichever comes first, so
     a process killed with SIGKILL loses at most the chunk in memory. The
     flush by age happens on :meth:`write` and :meth:`flush_if_due`; a caller
@@ -494,7 +494,7 @@ class Recorder:
     def _fail(self, error: OSError) -> None:
         path = self.current_path
         self._failure = RecordingError(
-            f"writing recording {path} failed: {error.strerror or error}; the first {self._good_offset} bytes hold "
+            f"writing recording {path} failed: {error.strerror or error}; the first {self._good_offset} bytes contain "
             f"complete chunks, {_damaged_hint(path)}",
             path,
             self._good_offset,
@@ -671,7 +671,7 @@ class Recorder:
         """Write the last chunk and the summary, and close the file; safe to call twice.
 
         Raises:
-            RecordingError: Writing failed; the file then holds complete
+            RecordingError: Writing failed. The file then contains complete
                 chunks only and needs :func:`recover`.
         """
         if self._closed:
@@ -932,10 +932,10 @@ class RecordingReader:
     """Read a recording back as ``(topic, header_bytes, payload)`` in capture-time order.
 
     Messages of all topics and all split parts are merged by the header's
-    ``capture_ns``. The merge assumes each topic's messages were received
-    in capture order, which holds for topics with one publisher that sends
-    in capture order, as every scenewatch node does; a topic that breaks it
-    is logged once and read in received order.
+    ``capture_ns``. The merge assumes that each topic's messages were
+    received in capture order. That is true for a topic with one publisher
+    that sends in capture order, as every scenewatch node does. A topic that
+    breaks it is logged once and read in received order.
 
     Args:
         path: A ``.mcap`` file, or the name of a split recording
@@ -1057,7 +1057,7 @@ class TopicInfo:
 
 @dataclass
 class RecordingInfo:
-    """What :func:`inspect` finds in a recording."""
+    """Summary of a recording: files, chunks, topics and capture times, from :func:`inspect`."""
 
     files: list[Path]
     file_bytes: int
@@ -1134,7 +1134,7 @@ def _add_header(info: TopicInfo, header: dict[str, Any]) -> None:
 
 @dataclass
 class RecoverReport:
-    """What :func:`recover` kept from a damaged file."""
+    """Result of :func:`recover`: messages kept and bytes lost."""
 
     kept: int = 0
     """Bus messages kept (messages on header channels)."""
@@ -1149,7 +1149,7 @@ class RecoverReport:
     stopped_at: int | None = None
     """Byte offset where reading stopped because the data ends or is damaged; None when the file ended properly."""
     reason: str | None = None
-    """Why reading stopped at ``stopped_at``."""
+    """Reason reading stopped at ``stopped_at``."""
     last_capture_wall_ns: int | None = None
     """Latest capture wall-clock time (MCAP ``publish_time``) among kept messages, Unix nanoseconds."""
 

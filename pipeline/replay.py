@@ -6,7 +6,7 @@
 - ``rate``: each message is sent at ``start + (capture_ns - first_capture_ns) / rate``,
   anchored to the start of the replay, so timing errors do not add up. A
   message sent more than ``late_threshold_s`` after its target time is
-  counted and logged (at a limited rate) with how late it was; the messages
+  counted and logged, at a limited rate, with how late it was. The messages
   after it keep their own targets.
 - ``fast``: no sleeping. With a :class:`CreditGate`, every message costs one
   credit that the consumer grants through :class:`FlowControl`, so a slow
@@ -84,7 +84,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_FLOW_ENDPOINT = "tcp://127.0.0.1:5557"
-"""Endpoint where the replayer's :class:`CreditGate` binds unless told otherwise."""
+"""Default endpoint of the replayer's :class:`CreditGate`."""
 
 REPLAY_TOPICS: dict[str, TopicSpec] = {
     "camera": TopicSpec(name="camera", endpoint="tcp://127.0.0.1:5550", policy="latest"),
@@ -93,7 +93,7 @@ REPLAY_TOPICS: dict[str, TopicSpec] = {
         name="alerts", endpoint="tcp://127.0.0.1:5552", policy="all", durability="transient_local", history=256
     ),
 }
-"""Topics of the built-in replay graph: the endpoints of ``configs/live.yaml``, so a replay stands in for the capture nodes."""
+"""Topics of the built-in replay graph: the endpoints of ``configs/live.yaml``, so a replay takes the place of the capture nodes."""
 
 CREDIT = b"CREDIT"
 END = b"END"
@@ -115,7 +115,7 @@ class CreditGate:
 
     Args:
         endpoint: ``tcp://HOST:PORT`` or ``ipc://PATH``; port 0 binds a free
-            port, and ``endpoint`` then holds the real one.
+            port, and ``endpoint`` then contains the real one.
         context: ZeroMQ context; defaults to this process's.
 
     Raises:
@@ -399,10 +399,10 @@ class Replayer:
             they are, with ``send_raw``.
         rate: Speed against real time (2.0 replays twice as fast); ignored
             with ``fast``.
-        fast: Send without sleeping. With ``flow`` the consumer's credits
-            pace the replay; without it, messages go out as fast as the
-            publishers accept them (see docs/replay.md for what that
-            guarantees).
+        fast: Send without sleeping. With ``flow``, the consumer's credits
+            pace the replay. Without it, messages go out as fast as the
+            publishers accept them, and a subscriber more than its topic's
+            ``queue`` messages behind loses messages.
         loop: Start over at the end of the source; capture times keep
             increasing across passes.
         max_loops: Passes to make with ``loop``; None loops until ``stop()``.
@@ -536,18 +536,12 @@ class Replayer:
             for item in self.source:
                 if self.stopped:
                     return
-                try:
-                    header = json.loads(item.header_bytes)
-                except ValueError:
-                    header = None
+                capture_ns = item_capture_ns(item)
+                header = json.loads(item.header_bytes)
                 if pass_index == 0:
-                    capture_ns = item_capture_ns(item)
-                    if header is not None:
-                        stamps.observe(header)
+                    stamps.observe(header)
                     yield pass_index, capture_ns, item
                     continue
-                if header is None:
-                    raise ReplayError(f"{self.report.source}: topic {item.topic!r}: a header is not JSON")
                 header_bytes = stamps.shift(header, pass_index)
                 yield pass_index, header["capture_ns"], ReplayItem(item.topic, header_bytes, item.payload)
 
@@ -885,6 +879,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         report = replay_into_topics(source, replay_topic_specs(specs, options.fast), options, install_handlers)
+    except zmq.ZMQError as error:
+        print(f"scenewatch replay: {error}; is another graph running on these endpoints? Stop it or pass --config", file=sys.stderr)
+        return 1
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

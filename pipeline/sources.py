@@ -79,7 +79,7 @@ class ReplayItem(NamedTuple):
 
 @runtime_checkable
 class ReplaySource(Protocol):
-    """What :class:`~pipeline.replay.Replayer` needs from a source.
+    """Interface that :class:`~pipeline.replay.Replayer` reads a source through.
 
     ``duration_s`` is the length of one pass in seconds of media time, or None
     when unknown (progress then shows no total). ``span_ns`` is the capture
@@ -337,10 +337,10 @@ class VideoFileSource:
     """Read a video file (anything PyAV opens: MP4, MKV, MOV, AVI, GIF) with optional audio and alerts.
 
     Frames keep their container times (``pts * time_base``), so variable frame
-    durations, as in GIFs, replay as recorded. Audio, from ``audio`` or else
-    from the video's own audio track, is decoded, resampled to
+    durations, as in GIFs, replay as recorded. Audio comes from ``audio``, or
+    else from the video's own audio track. It is decoded, resampled to
     ``sample_rate`` Hz mono float32 (the mean of the source channels) and cut
-    into chunks of ``chunk_s`` seconds; each chunk's capture time is that of
+    into chunks of ``chunk_s`` seconds. Each chunk's capture time is that of
     its first sample.
 
     Media time 0 is the container's start time. A message at media time ``t``
@@ -719,47 +719,60 @@ def _decode_chunks(path: Path, what: str, sample_rate: int, chunk_frames: int) -
 class McapSource:
     """Replay an MCAP recording through :class:`pipeline.recording.RecordingReader`.
 
-    Headers are yielded exactly as recorded. ``start_s`` and ``duration_s``
-    count from the capture time of the recording's first message.
+    Headers and payloads are yielded exactly as recorded. ``start_s`` and
+    ``duration_s`` count from the capture time of the recording's first
+    message.
 
     Args:
-        path: MCAP file written by the scenewatch recorder.
+        path: A ``.mcap`` file written by the scenewatch recorder, or the name
+            of a split recording (``NAME.mcap`` for ``NAME_000.mcap`` onwards).
         start_s: Skip messages captured less than this many seconds after the first one.
         duration_s: Stop after this many seconds of capture time; None means to the end.
 
     Raises:
-        ReplayError: The file is missing or ``pipeline.recording`` is not available.
+        ReplayError: The recording is missing, truncated or corrupt, or
+            ``pipeline.recording`` cannot be imported.
     """
 
     def __init__(self, path: str | Path, start_s: float = 0.0, duration_s: float | None = None) -> None:
-        self.path = _require_file(path, "recording")
-        self.name = self.path.name
         if not math.isfinite(start_s) or start_s < 0:
             raise ReplayError(f"start_s {start_s!r} must be a finite number of seconds, 0 or more")
         if duration_s is not None and not (math.isfinite(duration_s) and duration_s > 0):
             raise ReplayError(f"duration_s {duration_s!r} must be a finite number of seconds above 0")
+        self.path = Path(path)
+        self.name = self.path.name
         self.start_ns = _seconds_to_ns(start_s)
         self.selection_ns = None if duration_s is None else _seconds_to_ns(duration_s)
         self.duration_s = duration_s
         self.span_ns: int | None = None
-        self.topic_names: list[str] | None = None
-        self._reader_class = self._import_reader()
+        self._recording = self._import_recording()
+
+        reader = self._open_reader()
+        self.topic_names: list[str] | None = list(reader.topics)
+        reader.close()
 
     @staticmethod
-    def _import_reader() -> Any:
+    def _import_recording() -> Any:
         try:
-            from pipeline.recording import RecordingReader
+            from pipeline import recording
         except ImportError as error:
-            raise ReplayError(f"MCAP replay needs pipeline.recording.RecordingReader, which failed to import: {error}") from None
-        return RecordingReader
+            raise ReplayError(f"MCAP replay needs pipeline.recording, which failed to import: {error}") from None
+        return recording
+
+    def _open_reader(self) -> Any:
+        try:
+            return self._recording.RecordingReader(self.path)
+        except self._recording.RecordingError as error:
+            raise ReplayError(str(error)) from None
 
     def __iter__(self) -> Iterator[ReplayItem]:
         """Yield the recorded messages inside the selection, in capture order.
 
         Raises:
-            ReplayError: A recorded header has no integer ``capture_ns``.
+            ReplayError: A part of the recording is truncated or corrupt, or a
+                recorded header has no integer ``capture_ns``.
         """
-        reader = self._reader_class(self.path)
+        reader = self._open_reader()
         first_ns: int | None = None
         try:
             for topic, header_bytes, payload in reader:
@@ -773,7 +786,7 @@ class McapSource:
                 if self.selection_ns is not None and elapsed_ns >= self.start_ns + self.selection_ns:
                     break
                 yield item
+        except self._recording.RecordingError as error:
+            raise ReplayError(f"recording {self.path}: reading failed: {error}") from None
         finally:
-            close = getattr(reader, "close", None)
-            if close is not None:
-                close()
+            reader.close()
