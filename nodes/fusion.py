@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 
 OUTPUTS = ("summary",)
 
+END_GRACE_S = 3.0
+"""After a replay's END report, how long fusion waits for messages still on their way, in seconds."""
+
 
 class WindowParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -96,6 +99,7 @@ class FusionNode:
         self.seq = 0
         self.received: dict[str, int] = {name: 0 for name in inputs}
         self.flow = None
+        self._last_message = time.monotonic()
         self._summary_file = open(self.params.summary_log, "a", encoding="utf-8") if self.params.summary_log else None  # noqa: SIM115
         log.info("fusion: windows of %.2f s every %.2f s, waiting for %s", self.params.window.length_s, self.params.window.hop_s, ", ".join(expected) or "nothing")
         if self.perception.unavailable:
@@ -118,6 +122,7 @@ class FusionNode:
                     if self.flow is not None and self._replay_finished():
                         break
                     continue
+                self._last_message = time.monotonic()
                 self._route(message)
                 if self.flow is not None:
                     self.flow.grant(1)
@@ -137,7 +142,17 @@ class FusionNode:
         if report is None:
             return False
         sent: dict[str, int] = report.get("sent", {})
-        return all(self.received.get(self.topic_to_input.get(topic, topic), 0) >= count for topic, count in sent.items())
+        if all(self.received.get(self.topic_to_input.get(topic, topic), 0) >= count for topic, count in sent.items()):
+            return True
+        if time.monotonic() - self._last_message > END_GRACE_S:
+            log.warning(
+                "fusion: replay ended with messages missing (sent %s, received %s); closing after %.0f s without data",
+                sent,
+                self.received,
+                END_GRACE_S,
+            )
+            return True
+        return False
 
     def _route(self, message: Message) -> None:
         name = self.topic_to_input.get(message.topic)

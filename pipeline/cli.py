@@ -261,6 +261,29 @@ def cmd_listen(args: argparse.Namespace) -> int:
     return 0
 
 
+@_command("demo")
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pipeline.demo import demo_paths, generate_demo
+    from pipeline.models.store import ModelStore
+    from pipeline.node import configure_logging
+    from pipeline.replay import ReplayOptions, run_private_fusion
+    from pipeline.sources import VideoFileSource
+
+    configure_logging(args.log_level or "WARNING", "demo")
+    folder = Path(args.folder)
+    paths = demo_paths(folder)
+    if args.regenerate or not all(path.exists() for path in paths.values()):
+        print(f"writing the demo drive to {folder}/ ...", flush=True)
+        generate_demo(folder)
+    clip = next((status for status in ModelStore().status() if status.name == "clip"), None)
+    if clip is not None and not clip.present:
+        print("CLIP weights are not in the model cache; running with the detector, YAMNet and alerts (summaries marked degraded)", flush=True)
+    source = VideoFileSource(paths["video"], audio=paths["audio"], alerts=paths["alerts"])
+    options = ReplayOptions(rate=1.0, fast=args.fast, progress=False, json_report=args.json, out=args.out)
+    print(f"replaying {paths['video'].name} with {paths['audio'].name} and {paths['alerts'].name} through fusion ...", flush=True)
+    return run_private_fusion(source, options)
+
+
 @_command("models")
 def cmd_models(args: argparse.Namespace) -> int:
     from pipeline.models import store
@@ -330,6 +353,13 @@ def build_parser() -> argparse.ArgumentParser:
     listen.add_argument("--endpoint", default=None, help="summary endpoint (default: from the running graph)")
     listen.add_argument("--config", default=None, help="graph YAML file (default: the running graph)")
 
+    demo = commands.add_parser("demo", help="generate a synthetic drive and replay it through the full pipeline")
+    demo.add_argument("--fast", action="store_true", help="replay as fast as fusion keeps up instead of in real time")
+    demo.add_argument("--json", action="store_true", help="print summaries as JSON lines")
+    demo.add_argument("--out", type=Path, default=None, metavar="FILE", help="also write summaries to this JSONL file")
+    demo.add_argument("--folder", default="recordings", help="where the demo drive is written (default recordings/)")
+    demo.add_argument("--regenerate", action="store_true", help="write the demo drive again even when it exists")
+
     models = commands.add_parser("models", help="list the models, or pull and verify them")
     models_commands = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
     models_commands.add_parser("list", help="each model: present or missing, size, where it comes from")
@@ -343,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-CLI_MODULES: list[str] = ["pipeline.recording"]
+CLI_MODULES: list[str] = ["pipeline.recording", "pipeline.replay"]
 """Modules with a ``register_cli(commands) -> {name: function}`` that add their own commands."""
 
 

@@ -166,7 +166,13 @@ def run_node(graph: GraphConfig, node_id: str, *, parent_pid: int | None = None)
 def node_main(graph_json: str, node_id: str, parent_pid: int) -> None:
     """Entry point of a spawned node process (``multiprocessing`` target)."""
     graph = parse_graph(__import__("json").loads(graph_json), "<launcher>")
-    sys.exit(run_node(graph, node_id, parent_pid=parent_pid))
+    status = run_node(graph, node_id, parent_pid=parent_pid)
+    # Tearing down torch and the model objects takes over a second, longer
+    # than the launcher waits after SIGTERM; everything is closed by now.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def standalone_main(default_node: str) -> None:

@@ -48,6 +48,7 @@ import logging
 import math
 import signal
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -78,6 +79,8 @@ __all__ = [
     "replay_topic_specs",
     "replay_into_topics",
     "run_fusion",
+    "run_private_fusion",
+    "private_topics",
     "register_cli",
 ]
 
@@ -85,6 +88,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT_FLOW_ENDPOINT = "tcp://127.0.0.1:5557"
 """Default endpoint of the replayer's :class:`CreditGate`."""
+
+SUMMARY_TOPIC = TopicSpec(
+    name="summary", endpoint="tcp://127.0.0.1:5553", policy="all", durability="transient_local", history=100_000
+)
+"""Summary topic of a replay's fusion node; durable, so the replay's own printer misses none."""
 
 REPLAY_TOPICS: dict[str, TopicSpec] = {
     "camera": TopicSpec(name="camera", endpoint="tcp://127.0.0.1:5550", policy="latest"),
@@ -173,6 +181,7 @@ class CreditGate:
 
     def finish(self, report: Mapping[str, Any]) -> None:
         """Send END with ``report`` (JSON) to every consumer that has granted credit."""
+        self._receive(0.0)  # learn consumers whose grants were never read (timed replays)
         body = json.dumps(report).encode()
         for identity in self.consumers:
             self._socket.send_multipart([identity, END, body])
@@ -732,22 +741,167 @@ def replay_into_topics(
             publisher.close()
 
 
-def run_fusion(source: ReplaySource, specs: Mapping[str, TopicSpec], options: ReplayOptions) -> int:
-    """Replay ``source`` into a fusion node and write its summaries; return the exit status.
+def _fusion_graph(
+    source: ReplaySource,
+    specs: Mapping[str, TopicSpec],
+    flow_endpoint: str,
+    fusion_params: dict[str, Any],
+    summary_spec: TopicSpec | None,
+) -> Any:
+    """Return the graph of the fusion node that consumes a replay: its inputs are the source's topics."""
+    from pipeline.config import parse_graph
 
-    Hook for the fusion node: subscribe with
-    ``replay_topic_specs(specs, options.fast)``, and in fast mode grant
-    credit through :class:`FlowControl` on ``options.flow_endpoint`` (one
-    credit per handled message). Write summaries to ``options.out`` as JSON
-    lines, and to stdout when ``options.json_report`` is set.
+    topic_names = [name for name in (getattr(source, "topic_names", None) or list(specs)) if name in specs]
+    input_names = {"camera": "frames", "audio": "audio", "alerts": "alerts"}
+    inputs = {input_names.get(name, name): name for name in topic_names}
+    topics = {name: specs[name].model_dump(exclude={"name"}) for name in topic_names}
+    topics["summary"] = (summary_spec or SUMMARY_TOPIC).model_dump(exclude={"name", "durability", "history"})
+    topics["summary"].update(durability="transient_local", history=SUMMARY_TOPIC.history)
+    params = dict(fusion_params)
+    params.update(
+        processing_time=False,
+        flow=flow_endpoint,
+        expected=[name for name in ("frames", "audio") if name in inputs],
+    )
+    return parse_graph(
+        {
+            "name": "replay",
+            "log_level": logging.getLevelName(logging.getLogger().getEffectiveLevel()),
+            "topics": topics,
+            "nodes": [
+                {
+                    "id": "fusion",
+                    "node": "fusion",
+                    "inputs": inputs,
+                    "outputs": {"summary": "summary"},
+                    "params": params,
+                    "restart": {"policy": "never", "required": True},
+                }
+            ],
+        },
+        "<replay>",
+    )
+
+
+def private_topics(specs: Mapping[str, TopicSpec], folder: Path) -> dict[str, TopicSpec]:
+    """Return ``specs`` moved onto ``ipc://`` endpoints in ``folder``, so a replay clashes with no running graph."""
+    return {name: spec.model_copy(update={"endpoint": f"ipc://{folder / name}"}) for name, spec in specs.items()}
+
+
+def run_private_fusion(
+    source: ReplaySource,
+    options: ReplayOptions,
+    fusion_params: Mapping[str, Any] | None = None,
+    on_replayer: Callable[[Replayer], None] | None = None,
+) -> int:
+    """Run :func:`run_fusion` on private ``ipc://`` sockets in a temporary folder; return the exit status."""
+    with tempfile.TemporaryDirectory(prefix="scenewatch-replay-") as name:
+        folder = Path(name)
+        options.flow_endpoint = f"ipc://{folder / 'flow'}"
+        summary_spec = private_topics({"summary": SUMMARY_TOPIC}, folder)["summary"]
+        return run_fusion(source, private_topics(REPLAY_TOPICS, folder), options, fusion_params, on_replayer, summary_spec)
+
+
+def run_fusion(
+    source: ReplaySource,
+    specs: Mapping[str, TopicSpec],
+    options: ReplayOptions,
+    fusion_params: Mapping[str, Any] | None = None,
+    on_replayer: Callable[[Replayer], None] | None = None,
+    summary_spec: TopicSpec | None = None,
+) -> int:
+    """Replay ``source`` into a fusion node process, print its summaries, and return the exit status.
+
+    The fusion node runs under a :class:`~pipeline.launcher.Launcher` with
+    host-clock window closing off, and takes messages one credit at a time
+    through :class:`FlowControl`, so that it sees them in capture order. A
+    fast replay is paced by those credits; a timed replay ignores them and
+    only uses the END report, after which fusion closes its last windows and
+    exits. Summaries print as ``scenewatch listen`` prints them (JSON lines
+    with ``options.json_report``) and go to ``options.out`` as JSON lines.
+
+    Args:
+        summary_spec: Summary topic; default :data:`SUMMARY_TOPIC`.
 
     Raises:
-        NotImplementedError: Always, until the fusion node exists.
+        zmq.ZMQError: An endpoint cannot be bound (another graph is running).
     """
-    raise NotImplementedError(
-        "replay with fusion needs the fusion node, which does not exist yet; "
-        "rerun with --no-fusion to publish the replay into the graph's topics"
-    )
+    from pipeline.launcher import Launcher
+    from pipeline.summary import Summary, format_summary
+    from pipeline.transport import Subscriber
+
+    flow_endpoint = options.flow_endpoint or DEFAULT_FLOW_ENDPOINT
+    graph = _fusion_graph(source, replay_topic_specs(specs, fast=True), flow_endpoint, dict(fusion_params or {}), summary_spec)
+    launcher = Launcher(graph, write_state=False)
+    out = open(options.out, "w", encoding="utf-8") if options.out else None  # noqa: SIM115
+    summaries = Subscriber([graph.topic_spec("summary")])
+    printed = 0
+
+    printing = threading.Event()
+    printing.set()
+
+    def print_summaries() -> None:
+        nonlocal printed
+        while printing.is_set():
+            message = summaries.recv(timeout_s=0.1)
+            if message is None:
+                continue
+            text = bytes(message.payload).decode("utf-8")
+            summary = Summary.from_json(text)
+            print(text if options.json_report else format_summary(summary), flush=True)
+            if out is not None:
+                out.write(text + "\n")
+            printed += 1
+
+    printer = threading.Thread(target=print_summaries, name="replay-summaries", daemon=True)
+    printer.start()
+    supervisor = threading.Thread(target=launcher.run, kwargs={"install_signal_handlers": False}, name="replay-fusion")
+    supervisor.start()
+    gate = CreditGate(flow_endpoint) if not options.fast else None
+    timed = ReplayOptions(**{**options.__dict__, "flow_endpoint": flow_endpoint if options.fast else None})
+    # Fusion needs several seconds to load its models before it subscribes.
+    timed.subscriber_timeout_s = max(options.subscriber_timeout_s, 120.0)
+    report: ReplayReport | None = None
+
+    def watch(replayer: Replayer) -> None:
+        if on_replayer is not None:
+            on_replayer(replayer)
+
+        def stop_when_fusion_exits() -> None:
+            supervisor.join()
+            # Fusion exits with status 0 only after the replay's END report;
+            # any other exit means it failed and nothing consumes the replay.
+            if launcher.exit_status and not replayer.stopped:
+                log.error("replay: the fusion node failed; stopping the replay")
+                replayer.stop()
+
+        threading.Thread(target=stop_when_fusion_exits, name="replay-watch", daemon=True).start()
+
+    try:
+        report = replay_into_topics(source, replay_topic_specs(specs, fast=True), timed, watch)
+        if gate is not None:
+            gate.finish(report.as_dict())
+        if report.stopped:
+            launcher.request_stop()
+        supervisor.join()
+        # The summary topic is durable and local: what fusion sent before it
+        # exited is in the printer's queue within moments.
+        time.sleep(0.3)
+        log.info("replay: %s; fusion published %d summaries", ", ".join(f"{n} {t}" for t, n in report.sent.items()), printed)
+    finally:
+        launcher.request_stop()
+        supervisor.join(5)
+        printing.clear()
+        printer.join(2)
+        if gate is not None:
+            gate.close()
+        summaries.close()
+        if out is not None:
+            out.close()
+    stopped = report is None or report.stopped
+    if launcher.exit_status:
+        return launcher.exit_status
+    return 130 if stopped else 0
 
 
 def _finite_float(text: str) -> float:
@@ -809,7 +963,7 @@ def register_cli(commands: Any) -> dict[str, Callable[[argparse.Namespace], int]
     )
     parser.add_argument("--alerts", default=None, metavar="FILE", help="alerts JSONL file, one {\"offset_s\", \"text\", ...} object per line")
     parser.add_argument("--no-fusion", action="store_true", help="only publish into the graph's topics; start no fusion node")
-    parser.add_argument("--json", action="store_true", help="print the replay report as one JSON object")
+    parser.add_argument("--json", action="store_true", help="print summaries as JSON lines (with --no-fusion: the replay report as one JSON object)")
     parser.add_argument("--out", type=Path, default=None, metavar="FILE", help="write fusion summaries to this JSONL file")
     parser.add_argument("--config", default=None, metavar="FILE", help="graph YAML file whose topics to publish on (default: built-in replay graph on loopback)")
     parser.add_argument("--encoding", choices=("jpeg", "bgr8", "rgb8"), default="jpeg", help="frame encoding (default jpeg)")
@@ -859,13 +1013,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
         out=args.out,
     )
 
-    if not args.no_fusion:
-        try:
-            return run_fusion(source, specs, options)
-        except NotImplementedError as error:
-            print(f"scenewatch replay: {error}", file=sys.stderr)
-            return 2
-
     received: list[int] = []
 
     def install_handlers(replayer: Replayer) -> None:
@@ -877,6 +1024,24 @@ def cmd_replay(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, handle)
 
     previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    if not args.no_fusion:
+        fusion_params: dict[str, Any] = {}
+        if args.config:
+            fusion_node = next((node for node in load_graph(args.config).nodes if node.node == "fusion"), None)
+            fusion_params = dict(fusion_node.params) if fusion_node else {}
+        try:
+            if args.config:
+                summary_spec = load_graph(args.config).topic_specs().get("summary")
+                return run_fusion(source, specs, options, fusion_params, install_handlers, summary_spec)
+            # Without a graph, the replay and its fusion node talk over
+            # private sockets, so they clash with no running graph.
+            return run_private_fusion(source, options, fusion_params, install_handlers)
+        except zmq.ZMQError as error:
+            print(f"scenewatch replay: {error}; is another graph running on these endpoints? Stop it or pass --config", file=sys.stderr)
+            return 1
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
     try:
         report = replay_into_topics(source, replay_topic_specs(specs, options.fast), options, install_handlers)
     except zmq.ZMQError as error:

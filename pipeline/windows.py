@@ -105,6 +105,7 @@ class Windower:
         self.late: collections.Counter[str] = collections.Counter()
         self._items: dict[str, collections.deque[tuple[int, int, Any]]] = collections.defaultdict(collections.deque)
         self._next_index: int | None = None  # index of the oldest window not yet closed
+        self._closed_any = False
 
     def window_bounds(self, index: int) -> tuple[int, int]:
         start = index * self.hop_ns
@@ -116,9 +117,16 @@ class Windower:
         For a frame ``end_ns`` equals ``capture_ns``; for an audio chunk it is
         the time just after its last sample.
         """
+        first_index = max(0, (capture_ns - self.length_ns) // self.hop_ns + 1)
         if self._next_index is None:
-            # The first window is the first one that contains this item.
-            self._next_index = max(0, (capture_ns - self.length_ns) // self.hop_ns + 1)
+            # The first window is the first one that contains this item, unless
+            # rule 2 or 3 would close it at once (an old alert replayed from a
+            # transient_local history, for example).
+            self._next_index = max(first_index, self._oldest_open_index())
+        elif first_index < self._next_index and not self._closed_any:
+            # Until a window closes, an earlier item moves the first window
+            # back, so the windows do not depend on which stream sent first.
+            self._next_index = max(first_index, self._oldest_open_index())
         start, _ = self.window_bounds(self._next_index)
         if end_ns < start:
             self.late[stream] += 1
@@ -132,6 +140,13 @@ class Windower:
                 self.stale.discard(stream)
                 log.info("stream %s resumed", stream)
         return self.poll()
+
+    def _oldest_open_index(self) -> int:
+        """Return the oldest window that the lateness and processing-time rules do not close yet."""
+        newest = max(self.watermarks.values(), default=0)
+        if self.processing_time:
+            newest = max(newest, time.monotonic_ns())
+        return max(0, (newest - self.length_ns - self.lateness_ns) // self.hop_ns + 1)
 
     def _update_stale(self, newest_ns: int) -> None:
         now = time.monotonic()
@@ -184,7 +199,9 @@ class Windower:
         start, end = self.window_bounds(index)
         items: dict[str, list[tuple[int, int, Any]]] = {}
         for stream, queue in self._items.items():
-            inside = [entry for entry in queue if entry[1] >= start and entry[0] < end]
+            # An audio chunk that ends exactly at ``start`` has no sample in
+            # the window, but a frame (end equals capture) at ``start`` is inside.
+            inside = [entry for entry in queue if entry[0] < end and (entry[1] > start or entry[0] >= start)]
             if stream in self.event_streams:
                 inside = [entry for entry in queue if entry[0] < end]
             if inside:
@@ -194,5 +211,6 @@ class Windower:
             while queue and (queue[0][1] < next_start if stream not in self.event_streams else queue[0][0] < end):
                 queue.popleft()
         self._next_index = index + 1
+        self._closed_any = True
         missing = [stream for stream in self.expected if stream not in items]
         return Window(index, start, end, items, missing=missing, stale=sorted(self.stale), closed_by=rule)

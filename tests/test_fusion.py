@@ -51,7 +51,7 @@ def rule_config(**rule: Any) -> FusionConfig:
 
 
 def run_scores(fuser: HazardFuser, scores: list[float], source: str = "yamnet") -> list[tuple[str, str] | None]:
-    """Feed one score per window; return ``(state, id)`` of kind ``test`` per window, or None."""
+    """Feed one score per window and return ``(state, id)`` of kind ``test`` per window, or None."""
     states = []
     for index, score in enumerate(scores):
         hazards = fuser.update({source: {"event": score}}, window_end_ns=(index + 2) * 500 * MS)

@@ -170,7 +170,7 @@ def test_subscribe_resumes_after_fusion_restart(graph: Graph) -> None:
     new_pid = graph.fusion_pids(count=2)[1]
     after = next(stream)
     while after.seq >= before.seq:
-        # Summaries published before the kill may still be in flight; the
+        # Summaries published before the kill may still be in flight. The
         # restarted node counts seq from 0 again.
         after = next(stream)
     resumed_s = time.monotonic() - killed_at

@@ -290,20 +290,21 @@ def interval_errors_ms(times_ns: list[int], recorded_ns: list[int], rate: float)
 @pytest.mark.parametrize("rate", [1.0, 2.0])
 def test_rate_intervals_p99_within_5ms(rate: float) -> None:
     # Sending is the replayer's part, so the 5 ms bound applies to send times.
-    # Arrival times add the scheduling of the receiving process, which on a
-    # busy host can exceed 5 ms on its own; they are printed for reference.
+    # Arrival times add the scheduling of the receiving process. On a busy
+    # host that alone can exceed 5 ms, so they are only printed.
     items = synthetic_items(duration_s=3.0)
     recorded = [messages.decode_header(item.header_bytes).capture_ns for item in items]
     send_times, received = replay_to_receiver_process(items, rate)
 
-    arrivals = [arrival for arrival, _ in received]
+    # Topics travel on separate sockets, so arrivals are matched to their messages by capture time.
+    arrivals = [arrival for arrival, _ in sorted(received, key=lambda pair: pair[1])]
     send_p99 = np.percentile(interval_errors_ms(send_times, recorded, rate), 99)
     arrival_p99 = np.percentile(interval_errors_ms(arrivals, recorded, rate), 99)
     expected_total = (recorded[-1] - recorded[0]) / rate
     total_error = abs((arrivals[-1] - arrivals[0]) - expected_total) / expected_total
     print(f"rate {rate}: p99 interval error {send_p99:.3f} ms sent, {arrival_p99:.3f} ms received; total error {total_error * 100:.4f} %")
 
-    assert [capture for _, capture in received] == recorded
+    assert sorted(capture for _, capture in received) == recorded
     assert send_p99 < 5.0
     assert total_error < 0.01
 

@@ -1,7 +1,7 @@
 """Windower: the window grid, the three closing rules, late items, stale streams and determinism.
 
-Times in these tests are capture-clock nanoseconds; ``S`` is one second.
-Frames are point items (``end_ns == capture_ns``); audio chunks cover
+Times in these tests are capture-clock nanoseconds, and ``S`` is one second.
+Frames are point items (``end_ns == capture_ns``). Audio chunks cover
 ``[capture_ns, end_ns)``.
 """
 
@@ -260,11 +260,11 @@ def test_alerts_never_hold_window() -> None:
     windower = Windower(["frames"], event_streams=("alerts",))
     frame(windower, 100 * MS)
 
-    held = windower.add("alerts", 600 * MS, 600 * MS, "road work")
+    inside = windower.add("alerts", 600 * MS, 600 * MS, "road work")
     ahead = windower.add("alerts", 5 * S, 5 * S, "closure")
     closed = frame(windower, 1000 * MS)
 
-    assert held == []
+    assert inside == []
     assert ahead == []
     assert [window.index for window in closed] == [0]
     assert closed[0].closed_by == "watermark"
