@@ -718,13 +718,6 @@ def test_cli_rejects_bad_flags(argv: list[str]) -> None:
         replay_parser().parse_args(argv)
 
 
-def test_cli_fusion_hook_not_implemented(urban_gif: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    args = replay_parser().parse_args(["replay", str(urban_gif)])
-
-    assert cmd_replay(args) == 2
-    assert "--no-fusion" in capsys.readouterr().err
-
-
 def test_cli_no_fusion_json_report(tmp_path: Path, urban_gif: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "graph.yaml"
     config.write_text(
