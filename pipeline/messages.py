@@ -471,6 +471,15 @@ def decode_header(data: bytes | memoryview) -> Header:
     """
     if len(data) > MAX_HEADER_BYTES:
         raise MessageRejected("oversized", f"header of {len(data)} bytes exceeds {MAX_HEADER_BYTES}")
+    # Fast path: pydantic parses and validates the JSON in one pass, about
+    # half the cost of json.loads plus model_validate. Anything it rejects
+    # goes through the slow path below, which names the reason.
+    try:
+        header = Header.model_validate_json(bytes(data))
+        if header.major == SCHEMA_MAJOR:
+            return header
+    except ValidationError:
+        pass
     try:
         raw = json.loads(bytes(data))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:

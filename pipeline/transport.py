@@ -385,11 +385,19 @@ class Subscriber:
         self._started.set()
 
         try:
+            poller = zmq.Poller()
+            registered: set[zmq.Socket] = set()
             while not self._stop.is_set():
-                poller = zmq.Poller()
+                # An `all` topic whose local queue is full stays unpolled, so
+                # its messages wait in ZeroMQ's queue under the high-water mark.
                 for socket, state in sockets.items():
-                    if state.spec.policy == "latest" or self._queued_all < state.spec.queue:
+                    wanted = state.spec.policy == "latest" or self._queued_all < state.spec.queue
+                    if wanted and socket not in registered:
                         poller.register(socket, zmq.POLLIN)
+                        registered.add(socket)
+                    elif not wanted and socket in registered:
+                        poller.unregister(socket)
+                        registered.discard(socket)
                 for socket, _ in poller.poll(50):
                     self._drain(socket, sockets[socket])
         finally:
