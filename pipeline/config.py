@@ -129,7 +129,12 @@ def node_module(name: str) -> ModuleType:
 def _location(prefix: str, loc: tuple[Any, ...]) -> str:
     text = prefix
     for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif text:
+            text += f".{part}"
+        else:
+            text = str(part)
     return text
 
 

@@ -116,7 +116,7 @@ class AlertInfo(BaseModel):
     expires_s: float | None = Field(default=None, gt=0)
     """Lifetime after ``capture_ns``, in seconds; None means the fusion default."""
     origin: str = "cli"
-    """Where the alert entered the system: cli, file, stdin, replay or a custom name."""
+    """Entry point of the alert: cli, file, stdin, replay or a custom name."""
 
 
 class Header(BaseModel):
@@ -502,7 +502,7 @@ def decode_header(data: bytes | memoryview) -> Header:
 def _check_payload(header: Header, payload: memoryview) -> None:
     if len(payload) != header.size:
         reason = "truncated" if len(payload) < header.size else "mismatch"
-        raise MessageRejected(reason, f"payload is {len(payload)} bytes, header says {header.size}")
+        raise MessageRejected(reason, f"payload is {len(payload)} bytes but the header size is {header.size}")
 
     if header.kind == "frame":
         info = header.frame

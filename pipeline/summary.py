@@ -122,7 +122,7 @@ class Summary(BaseModel):
     active_alerts: list[ActiveAlertInfo] = Field(default_factory=list)
     loudness_dbfs: float | None = None
     degraded: list[str] = Field(default_factory=list)
-    """What this summary lacks: ``missing:audio``, ``stale:camera``, ``model:clip`` and the like."""
+    """Inputs and models this summary lacks: ``missing:audio``, ``stale:camera``, ``model:clip`` and the like."""
     latency_ms: float | None = None
     """Host time from the window's end to the summary, in milliseconds (see docs/summaries.md)."""
     processing_ms: float | None = None

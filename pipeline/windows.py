@@ -56,7 +56,7 @@ class Window:
     """Expected streams with nothing in this window (stale or silent)."""
     stale: list[str] = field(default_factory=list)
     closed_by: str = "watermark"
-    """Which rule closed it: watermark, lateness, processing_time or flush."""
+    """Closing rule: watermark, lateness, processing_time or flush."""
 
     def stream(self, name: str) -> list[tuple[int, int, Any]]:
         return self.items.get(name, [])
@@ -189,7 +189,7 @@ class Windower:
             closed.append(self._close(self._next_index, rule))
 
     def flush(self) -> list[Window]:
-        """Close every window that holds an item (end of a replay)."""
+        """Close every window that contains an item (end of a replay)."""
         closed: list[Window] = []
         while self._next_index is not None and any(self._items.values()):
             closed.append(self._close(self._next_index, "flush"))
