@@ -11,6 +11,7 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -127,12 +128,11 @@ def cmd_alert(args: argparse.Namespace) -> int:
 
     endpoint = args.endpoint
     if endpoint is None:
-        try:
-            graph = resolve_graph(args.config)
-            node = next((n for n in graph.nodes if n.node == "alerts"), None)
-            endpoint = node.params.get("ingest", DEFAULT_INGEST) if node else DEFAULT_INGEST
-        except ConfigError:
-            endpoint = DEFAULT_INGEST
+        graph = resolve_graph(args.config)
+        node = next((n for n in graph.nodes if n.node == "alerts"), None)
+        if node is None:
+            raise ConfigError(f"graph {graph.name!r} has no alerts node; add one or pass --endpoint")
+        endpoint = node.params.get("ingest", DEFAULT_INGEST)
 
     requests: list[AlertRequest] = []
     if args.stdin:
@@ -273,14 +273,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     folder = Path(args.folder)
     paths = demo_paths(folder)
     if args.regenerate or not all(path.exists() for path in paths.values()):
-        print(f"writing the demo drive to {folder}/ ...", flush=True)
+        print(f"writing the demo drive to {folder}/ ...", file=sys.stderr, flush=True)
         generate_demo(folder)
     clip = next((status for status in ModelStore().status() if status.name == "clip"), None)
     if clip is not None and not clip.present:
-        print("CLIP weights are not in the model cache; running with the detector, YAMNet and alerts (summaries marked degraded)", flush=True)
+        print(
+            "CLIP weights are not in the model cache; running with the detector, YAMNet and alerts (summaries marked "
+            "degraded). See 'scenewatch models pull clip' for how to add them.",
+            file=sys.stderr,
+            flush=True,
+        )
     source = VideoFileSource(paths["video"], audio=paths["audio"], alerts=paths["alerts"])
     options = ReplayOptions(rate=1.0, fast=args.fast, progress=False, json_report=args.json, out=args.out)
-    print(f"replaying {paths['video'].name} with {paths['audio'].name} and {paths['alerts'].name} through fusion ...", flush=True)
+    print(f"replaying {paths['video'].name} with {paths['audio'].name} and {paths['alerts'].name} through fusion ...", file=sys.stderr, flush=True)
     return run_private_fusion(source, options)
 
 
@@ -395,6 +400,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader of stdout went away (`| head`); exit quietly like other filters.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+import zmq
 from pydantic import BaseModel
 
 from pipeline.config import GraphConfig, NodeConfig, load_graph, node_module, parse_graph
@@ -154,6 +155,11 @@ def run_node(graph: GraphConfig, node_id: str, *, parent_pid: int | None = None)
     log.info("node %s (%s) started, pid %d", node_id, config.node, os.getpid())
     try:
         module.run(context)
+    except (OSError, zmq.ZMQError, ValueError, LookupError) as error:
+        # Expected failures (address in use, missing file or device) carry
+        # their own message; a traceback would only bury it.
+        log.error("node %s failed: %s", node_id, error)
+        return 1
     except Exception:
         log.exception("node %s failed", node_id)
         return 1

@@ -108,6 +108,14 @@ class _Loaded:
 
 def _load_models(settings: PerceptionSettings) -> _Loaded:
     loaded = _Loaded()
+    # transformers draws a progress bar per checkpoint load, which garbles logs.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+    except ImportError:
+        pass
     if settings.clip.enabled:
         if not settings.clip.allow_download:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -129,8 +137,8 @@ def _load_models(settings: PerceptionSettings) -> _Loaded:
             )
             log.info("CLIP %s loaded", settings.clip.model)
         except ClipUnavailableError as error:
-            first_line = str(error).splitlines()[0]
-            log.warning("CLIP unavailable, running without it: %s", first_line)
+            one_line = " ".join(str(error).split())
+            log.warning("CLIP unavailable, running without it: %s", one_line)
             loaded.unavailable.append("model:clip")
     if settings.detector.enabled:
         from pipeline.models.detector import BoxTracker, PedestrianDetector

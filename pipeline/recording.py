@@ -442,7 +442,7 @@ class Recorder:
     def _open_part(self) -> None:
         path = split_path(self.path, len(self.paths)) if self.splitting else self.path
         if path.exists() and not self.overwrite:
-            raise RecordingError(f"recording {path} already exists; choose another path or pass overwrite", path)
+            raise RecordingError(f"recording {path} already exists; choose another path or pass --overwrite", path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             stream = open(path, "wb")
@@ -829,6 +829,16 @@ class _RecordingFile:
             raise RecordingError(f"cannot open recording {path}: {error.strerror or error}", path) from None
         self.size = os.fstat(self._stream.fileno()).st_size
 
+        magic = self._stream.read(8)
+        self._stream.seek(0)
+        if not magic.startswith(b"\x89MCAP"):
+            self._stream.close()
+            raise RecordingError(
+                f"{path} is not an MCAP file (it does not start with the MCAP magic bytes); "
+                "replay takes MCAP recordings and video files",
+                path,
+                0,
+            )
         try:
             summary = SeekingReader(self._stream).get_summary()
         except _DAMAGE_ERRORS:
@@ -1243,7 +1253,7 @@ def recover(
     if fixed.resolve() == broken.resolve():
         raise RecordingError(f"recover writes a new file; give an output path other than {broken}", broken)
     if fixed.exists() and not overwrite:
-        raise RecordingError(f"{fixed} already exists; choose another output path or pass overwrite", fixed)
+        raise RecordingError(f"{fixed} already exists; choose another output path or pass --overwrite", fixed)
 
     report = RecoverReport()
     size = broken.stat().st_size

@@ -190,3 +190,16 @@ def test_alert_cli_without_node_times_out(tmp_path: Path) -> None:
 
     assert result.returncode == 1
     assert f"no alerts node replied on {ingest} after 3 attempts" in result.stderr
+
+
+def test_alert_cli_without_graph_exits_2(tmp_path: Path) -> None:
+    result = subprocess.run(
+        scenewatch_command("alert", "hello"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+    assert result.returncode == 2
+    assert "no running graph found" in result.stderr
+    assert "--config" in result.stderr

@@ -713,7 +713,7 @@ def _read_preprocessor_config(source: str, local_files_only: bool) -> dict[str, 
 def _unavailable_message(model: str, reason: str) -> str:
     return (
         f"CLIP model {model!r} could not be loaded ({reason}). Its weights are not available offline on this "
-        "machine. Run `scenewatch models pull clip` to fetch them, or set vision.clip.model to a local folder with "
+        "machine. Run `scenewatch models pull clip` to fetch them, or set perception.clip.model to a local folder with "
         "config.json, the model weights, preprocessor_config.json and the tokenizer files (tokenizer.json, or "
         "vocab.json and merges.txt)."
     )
