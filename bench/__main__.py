@@ -20,6 +20,7 @@ import traceback
 from pathlib import Path
 
 from bench.common import REPO_ROOT, BenchOptions, BenchSkipped, Row, machine_facts, versions
+from pipeline.cli import positive_float, positive_int
 
 BENCHMARKS = ("transport", "latency", "replay", "memory", "models")
 DEFAULT_OUTPUT = REPO_ROOT / "docs" / "benchmarks.md"
@@ -28,34 +29,14 @@ RESULTS_MARKER = "<!-- results: written by python -m bench; everything below thi
 log = logging.getLogger("bench")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a number above 0")
-    return value
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description="Run the scenewatch benchmarks; see docs/benchmarks.md.")
     parser.add_argument("names", nargs="*", metavar="NAME",
                         help=f"benchmarks to run, any of {', '.join(BENCHMARKS)} (default: all)")
     parser.add_argument("--quick", action="store_true", help="smoke mode: a few seconds per benchmark; the figures only show that the code runs")
-    parser.add_argument("--repeat", type=_positive_int, default=3, metavar="N", help="runs per figure; each figure is the median over them (default 3)")
+    parser.add_argument("--repeat", type=positive_int, default=3, metavar="N", help="runs per figure; each figure is the median over them (default 3)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="torch device of the CLIP figures (default cpu)")
-    parser.add_argument("--memory-minutes", type=_positive_float, default=None, metavar="MINUTES",
+    parser.add_argument("--memory-minutes", type=positive_float, default=None, metavar="MINUTES",
                         help="length of the memory benchmark's looped replay, in minutes (default 5; 6 s with --quick)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, metavar="FILE", help=f"Markdown file whose results section is rewritten (default {DEFAULT_OUTPUT.relative_to(REPO_ROOT)})")
     parser.add_argument("--no-write", action="store_true", help="print the table only")

@@ -11,6 +11,7 @@ import argparse
 import importlib
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -32,8 +33,8 @@ def positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number greater than 0")
     return value
 
 
@@ -196,8 +197,17 @@ def cmd_topics(args: argparse.Namespace) -> int:
             str(end["source_drops"]),
             str(rejected),
         )
-    Console().print(table)
+    Console(width=table_width()).print(table)
     return 0
+
+
+def table_width() -> int | None:
+    """Return the width for rich tables: the terminal's, or 200 columns when output is piped.
+
+    rich falls back to 80 columns without a terminal, which cuts the endpoint
+    and counter columns of ``topics`` and ``inspect``.
+    """
+    return None if sys.stdout.isatty() else 200
 
 
 def _format_rate(bytes_per_s: float) -> str:

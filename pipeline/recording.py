@@ -1412,7 +1412,9 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         print(f"scenewatch inspect: {error}", file=sys.stderr)
         return 1
 
-    console = Console()
+    from pipeline.cli import table_width
+
+    console = Console(width=table_width())
     console.print(
         f"{len(info.files)} file(s), {info.file_bytes / 1e6:.2f} MB, {info.chunks} chunks ({', '.join(sorted(info.compression)) or '-'}), "
         f"{info.count} messages over {info.duration_s:.2f} s"

@@ -548,7 +548,7 @@ def test_scorer_missing_folder_explains_fix(tmp_path: Path) -> None:
     message = str(raised.value)
     assert str(missing) in message
     assert "scenewatch models pull clip" in message
-    assert "vision.clip.model" in message
+    assert "perception.clip.model" in message
     assert isinstance(raised.value, RuntimeError)
 
 

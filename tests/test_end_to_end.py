@@ -109,6 +109,7 @@ def test_demo_reports_every_modality(tmp_path: Path) -> None:
 
     assert result.returncode == 0, result.stderr
     summaries = summaries_of(result.stdout)
+    assert len(summaries) == len(result.stdout.splitlines())  # --json keeps stdout pure JSON
     assert len(summaries) >= 20
     kinds = {hazard["kind"] for summary in summaries for hazard in summary["hazards"]}
     assert {"pedestrian", "emergency_vehicle", "construction_zone"} <= kinds
@@ -120,7 +121,7 @@ def test_demo_reports_every_modality(tmp_path: Path) -> None:
 
     clip_present = any(status.present for status in ModelStore().status() if status.name == "clip")
     if not clip_present:
-        assert "CLIP weights are not in the model cache" in result.stdout
+        assert "CLIP weights are not in the model cache" in result.stderr
         assert all("model:clip" in summary["degraded"] for summary in summaries)
 
 
