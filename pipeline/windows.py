@@ -189,11 +189,24 @@ class Windower:
             closed.append(self._close(self._next_index, rule))
 
     def flush(self) -> list[Window]:
-        """Close every window that contains an item (end of a replay)."""
+        """Close every window that contains an item of a continuous stream (end of a replay).
+
+        Alerts alone open no window: an alert is still active in the last
+        window that closes, and windows after the data would only repeat it.
+        """
         closed: list[Window] = []
-        while self._next_index is not None and any(self._items.values()):
+
+        def continuous_items_left() -> bool:
+            return any(queue for stream, queue in self._items.items() if stream not in self.event_streams)
+
+        while self._next_index is not None and continuous_items_left():
             closed.append(self._close(self._next_index, "flush"))
         return closed
+
+    def _spent(self, stream: str, entry: tuple[int, int, Any], next_start: int, end: int) -> bool:
+        if stream in self.event_streams:
+            return entry[0] < end
+        return entry[1] <= next_start and entry[0] < next_start
 
     def _close(self, index: int, rule: str) -> Window:
         start, end = self.window_bounds(index)
@@ -206,9 +219,10 @@ class Windower:
                 inside = [entry for entry in queue if entry[0] < end]
             if inside:
                 items[stream] = inside
-            # Drop what no later window can use: items that end before the next window starts.
+            # Drop what no later window can use, by the same rule as `inside`
+            # applied to the next window's start.
             next_start = start + self.hop_ns
-            while queue and (queue[0][1] < next_start if stream not in self.event_streams else queue[0][0] < end):
+            while queue and self._spent(stream, queue[0], next_start, end):
                 queue.popleft()
         self._next_index = index + 1
         self._closed_any = True

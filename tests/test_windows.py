@@ -236,6 +236,21 @@ def test_flush_closes_windows_holding_items() -> None:
     assert windower.flush() == []
 
 
+def test_flush_opens_no_empty_trailing_window() -> None:
+    windower = Windower(["audio"])
+    closed = chunk(windower, 0, 500 * MS)
+    closed += chunk(windower, 500 * MS, 1000 * MS)
+    closed += windower.add("alerts", 900 * MS, 900 * MS, "alert@900")
+
+    flushed = windower.flush()
+
+    # Window 2 would start at 1.0 s, where the last chunk ends, so it is never cut.
+    assert [window.index for window in closed] == [0]
+    assert [window.index for window in flushed] == [1]
+    assert item_names(flushed[0], "audio") == ["audio@500"]
+    assert windower.flush() == []
+
+
 def test_audio_chunk_lands_in_overlapping_windows() -> None:
     windower = Windower(["audio"])
 
