@@ -1,6 +1,6 @@
 """Microphone node against a real PortAudio device.
 
-A user-mode PulseAudio server with a null sink stands in for a microphone:
+A user-mode PulseAudio server with a null sink replaces a microphone:
 ``paplay`` plays a recording into the sink, and the node captures the sink's
 monitor through ALSA's ``pulse`` device, with real ADC times.
 """
@@ -37,6 +37,7 @@ def pulse_server(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     for tool in ("pulseaudio", "paplay", "pactl"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed; apt-get install pulseaudio pulseaudio-utils libasound2-plugins")
+
     runtime = tmp_path_factory.mktemp("pulse-runtime")
     runtime.chmod(0o700)
     env = dict(os.environ, XDG_RUNTIME_DIR=str(runtime), PULSE_RUNTIME_PATH=str(runtime / "pulse"))
@@ -50,6 +51,7 @@ def pulse_server(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         f"--load=module-null-sink sink_name={SINK} rate=44100",
         "--load=module-always-sink",
     ]
+
     server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 10
     while subprocess.run(["pactl", "info"], env=env, capture_output=True).returncode != 0:
@@ -57,6 +59,7 @@ def pulse_server(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
             server.kill()
             pytest.fail(f"PulseAudio did not start: {server.stderr.read().decode() if server.stderr else ''}")
         time.sleep(0.1)
+
     subprocess.run(["pactl", "set-default-source", f"{SINK}.monitor"], env=env, check=True)
     previous = dict(os.environ)
     os.environ.update(XDG_RUNTIME_DIR=env["XDG_RUNTIME_DIR"], PULSE_RUNTIME_PATH=env["PULSE_RUNTIME_PATH"])
@@ -144,9 +147,9 @@ def test_chunk_capture_times_follow_sample_count(pulse_server: dict[str, str]) -
     intervals_ms = np.diff([header.capture_ns for header, _ in chunks]) / 1e6
     assert len(intervals_ms) >= 25
     # PulseAudio's ADC times are estimates that settle during the first two
-    # seconds of a stream (its latency estimate shrinks from about 300 ms to
-    # 20 ms); after that the node's smoothed times put consecutive chunks one
-    # chunk apart within a few milliseconds.
+    # seconds of a stream, while its latency estimate shrinks from about 300 ms
+    # to 20 ms. After that, the node's smoothed times put consecutive chunks
+    # one chunk apart within a few milliseconds.
     assert np.median(intervals_ms) == pytest.approx(100.0, abs=0.5)
     assert np.percentile(np.abs(intervals_ms[20:] - 100.0), 90) < 5.0
     assert all(header.capture_ns < time.monotonic_ns() for header, _ in chunks)
