@@ -44,7 +44,7 @@ SHARED_DATA = Path(os.environ.get("SCENEWATCH_SHARED_DATA", REPO_ROOT.parent / "
 
 
 class BenchSkipped(RuntimeError):
-    """A benchmark cannot run on this machine (a data file or a model is missing); the message says which."""
+    """A benchmark cannot run on this machine (a data file or a model is missing); the message names it."""
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ Figures:
 - Score agreement with float32 on the same frames: the largest absolute
   probability difference over concepts and frames, and whether the concept
   ranking and the top concept stay the same. With random weights the
-  probabilities are close to uniform, so a ranking flip says little.
+  probabilities are close to uniform, so a ranking flip means little.
 - YAMNet patches/s (``AudioEventClassifier.classify`` on the siren
   recording, log-mel included).
 - HOG ms per 960x540 dashcam frame (``PedestrianDetector.detect``).

@@ -5,8 +5,8 @@ context or thread is inherited through ``fork``. The launcher restarts a node
 that exits according to its :class:`~pipeline.config.RestartPolicy`, with
 exponential backoff. SIGINT or SIGTERM sends SIGTERM to every node, waits
 ``stop_timeout_s`` and then kills what is left, so a stop takes at most
-about two seconds and leaves no process behind. Each node also asks Linux to
-terminate it when the launcher dies.
+about two seconds and leaves no process behind. Each node also sets
+PR_SET_PDEATHSIG, so Linux terminates it when the launcher dies.
 
 While a graph runs, the launcher writes it to a state file
 (:func:`state_path`) so that ``scenewatch topics``, ``echo``, ``alert`` and

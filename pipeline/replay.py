@@ -814,7 +814,7 @@ def run_fusion(
 
     The fusion node runs under a :class:`~pipeline.launcher.Launcher` with
     host-clock window closing off, and takes messages one credit at a time
-    through :class:`FlowControl`, so that it sees them in capture order. A
+    through :class:`FlowControl`, so that it receives them in capture order. A
     fast replay is paced by those credits; a timed replay ignores them and
     only uses the END report, after which fusion closes its last windows and
     exits. Summaries print as ``scenewatch listen`` prints them (JSON lines

@@ -78,8 +78,10 @@ def region_center() -> tuple[float, float]:
 def assert_boxes_in_frame(boxes: list[Box], frame: np.ndarray) -> None:
     height, width = frame.shape[:2]
     for box in boxes:
-        assert box.x >= 0 and box.y >= 0, box
-        assert box.w > 0 and box.h > 0, box
+        assert box.x >= 0, box
+        assert box.y >= 0, box
+        assert box.w > 0, box
+        assert box.h > 0, box
         assert box.x + box.w <= width, box
         assert box.y + box.h <= height, box
 
